@@ -1,0 +1,50 @@
+# gpu-provisioner — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# Where cluster-up keeps its state and kubeconfig.
+LOCAL_DIR ?= .local
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv and install the package with test tools
+
+.PHONY: tools
+tools: ## Build kube-apiserver, kubectl, etcd and helm from pinned Go modules (cached)
+	@hack/build-tools.sh >/dev/null
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict on provisioner/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: test
+test: venv tools lint ## Everything: lint, unit, integration (real Azure SDK vs fake ARM), e2e (real kube-apiserver)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: cluster-up
+cluster-up: venv ## Start the local control plane in the background; writes $(LOCAL_DIR)/kubeconfig
+	@$(PY) -m hack.cluster up --state-dir $(LOCAL_DIR)/cluster --kubeconfig $(LOCAL_DIR)/kubeconfig
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop the local control plane and remove its state
+	@$(PY) -m hack.cluster down --state-dir $(LOCAL_DIR)/cluster --kubeconfig $(LOCAL_DIR)/kubeconfig
+
+.PHONY: clean
+clean: cluster-down ## Remove the venv and local state (the tool cache in ~/.cache/gpu-provisioner stays)
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Offline cloud for tests and demos: in-memory FakeCloud, fake ARM server, node simulator."""
