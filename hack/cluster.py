@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -297,7 +297,7 @@ def _wait_until(
             tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-25:])
             raise ClusterError(f"{what} exited with code {proc.returncode}; last log lines:\n{tail}")
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except (OSError, urllib.error.URLError, ssl.SSLError) as e:
             last_error = str(e)
