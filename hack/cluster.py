@@ -288,7 +288,7 @@ def _stop_pid(pid: int, timeout: float = 15.0) -> None:
 
 
 def _wait_until(
-    what: str, check: object, timeout: float, proc: subprocess.Popen[bytes], logfile: Path
+    what: str, check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes], logfile: Path
 ) -> None:
     deadline = time.monotonic() + timeout
     last_error = ""
