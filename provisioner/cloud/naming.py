@@ -1,0 +1,26 @@
+"""Instance names derived from claim names.
+
+AKS agent pool names must match ``^[a-z][a-z0-9]{0,11}$``. Kaito names its claims ``ws`` + 9 hex
+characters, which already fit and are used as they are; any other name maps to a stable hash so
+that the instance can always be found again from the claim name alone (after a crash, too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def pool_name(claim_name: str) -> str:
+    """The claim name when it is a valid pool name, else ``p`` + 11 base-36 chars of its SHA-256."""
+    if POOL_NAME.match(claim_name):
+        return claim_name
+    n = int.from_bytes(hashlib.sha256(claim_name.encode()).digest()[:8], "big")
+    chars = []
+    for _ in range(11):
+        n, r = divmod(n, 36)
+        chars.append(_BASE36[r])
+    return "p" + "".join(chars)

@@ -1,0 +1,258 @@
+"""A small async Kubernetes REST client.
+
+The official ``kubernetes`` package is synchronous; calling it from kopf's event loop would block
+every handler. We keep it only for what it does well — reading kubeconfig files and in-cluster
+service-account settings (including exec plugins and token rotation) — and send requests with
+aiohttp on the operator's loop. The surface is exactly what the controller needs: get, list,
+create, patch, delete, and the Eviction subresource, on plain dict objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its Status reason and message.
+
+    Transport failures (connection refused, timeouts) are ApiErrors too, with status 0.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, body: Body | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+
+class NotFoundError(ApiError):
+    pass
+
+
+class ConflictError(ApiError):
+    pass
+
+
+class TooManyRequestsError(ApiError):
+    """429: for evictions this means a PodDisruptionBudget does not allow it now."""
+
+
+def _error_for(status: int, text: str) -> ApiError:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = {}
+    reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
+    message = str(body.get("message", text)) if isinstance(body, dict) else text
+    cls: type[ApiError] = {404: NotFoundError, 409: ConflictError, 429: TooManyRequestsError}.get(
+        status, ApiError
+    )
+    return cls(status, reason, message, body if isinstance(body, dict) else None)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, name: str | None = None, namespace: str | None = None, subresource: str | None = None
+    ) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+NODES = Resource("", "v1", "nodes")
+PODS = Resource("", "v1", "pods", namespaced=True)
+EVENTS = Resource("", "v1", "events", namespaced=True)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", namespaced=True)
+
+
+class KubeClient:
+    """One aiohttp session to the API server; create with :meth:`from_config`, then ``close()``."""
+
+    def __init__(self, configuration: k8s_client.Configuration, *, timeout: float = 30.0) -> None:
+        self._config = configuration
+        self._base = str(configuration.host).rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl = self._ssl_context(configuration)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> KubeClient:
+        """In-cluster settings when running in a pod (and no kubeconfig given), else the kubeconfig."""
+        configuration = k8s_client.Configuration()
+        if (
+            kubeconfig is None
+            and "KUBERNETES_SERVICE_HOST" in os.environ
+            and not os.environ.get("KUBECONFIG")
+        ):
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(configuration, timeout=timeout)
+
+    @staticmethod
+    def _ssl_context(configuration: k8s_client.Configuration) -> ssl.SSLContext | bool:
+        if not configuration.host.startswith("https"):
+            return False
+        if not configuration.verify_ssl:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file and configuration.key_file:
+            ctx.load_cert_chain(configuration.cert_file, configuration.key_file)
+        return ctx
+
+    def _headers(self) -> dict[str, str]:
+        hook = self._config.refresh_api_key_hook
+        if hook is not None:
+            hook(self._config)  # in-cluster: re-reads the rotated service-account token
+        token = self._config.get_api_key_with_prefix("authorization") or self._config.get_api_key_with_prefix(
+            "BearerToken"
+        )
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = str(token)
+        return headers
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Body:
+        headers = self._headers()
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        try:
+            async with self.session.request(
+                method, self._base + path, data=data, params=params, headers=headers, ssl=self._ssl
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise ApiError(0, "Unreachable", f"{method} {path}: {type(e).__name__}: {e}") from e
+        if status >= 400:
+            raise _error_for(status, text)
+        return cast(Body, json.loads(text)) if text else {}
+
+    # -- verbs ----------------------------------------------------------------------------------
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> Body:
+        return await self.request("GET", res.path(name, namespace))
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Body]:
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        items: list[Body] = []
+        while True:
+            page = await self.request("GET", res.path(namespace=namespace), params=params)
+            items.extend(page.get("items") or [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            params["continue"] = cont
+
+    async def create(self, res: Resource, body: Body, namespace: str | None = None) -> Body:
+        return await self.request("POST", res.path(namespace=namespace), body=body)
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> Body:
+        return await self.request(
+            "PATCH", res.path(name, namespace, subresource), body=patch, content_type=content_type
+        )
+
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period_seconds: int | None = None,
+        preconditions_uid: str | None = None,
+    ) -> Body:
+        options: Body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if preconditions_uid:
+            options["preconditions"] = {"uid": preconditions_uid}
+        return await self.request("DELETE", res.path(name, namespace), body=options)
+
+    async def evict(self, name: str, namespace: str) -> None:
+        """Ask to evict a pod through the Eviction API (honours PodDisruptionBudgets: 429 when not allowed)."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        await self.request("POST", PODS.path(name, namespace, "eviction"), body=body)

@@ -1,0 +1,1 @@
+"""Lifecycle steps as pure decisions: launch, registration, initialization, liveness."""

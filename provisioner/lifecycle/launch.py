@@ -1,0 +1,181 @@
+"""Launch: from a claim to a running cloud instance, without ever waiting on the cloud.
+
+``cloud.create`` starts the operation (or adopts the one already running) and returns; these
+functions turn what it returned, or the error it raised, into the claim's ``Launched`` condition,
+events and the next reconcile time. Capacity shortages keep the claim and retry with exponential
+backoff, written so that Kaito recognises them and stops creating replacement claims.
+"""
+
+from __future__ import annotations
+
+import re
+
+from provisioner.claims.dialects import dialect_of
+from provisioner.claims.model import (
+    CAPACITY_TYPE_LABEL,
+    INSTANCE_TYPE_LABEL,
+    ZONE_LABEL,
+    Claim,
+    Condition,
+    ConditionType,
+    Status,
+)
+from provisioner.cloud.errors import CloudError, InsufficientCapacity, InvalidSpec, NotFound, Throttled
+from provisioner.cloud.types import Instance, InstanceState
+from provisioner.lifecycle.request import InvalidClaim
+from provisioner.lifecycle.result import Event, EventType, StepResult
+from provisioner.settings import Settings
+
+#: Kaito compares a Machine's MachineLaunched message with this text for equality (and looks for it
+#: in a NodeClaim's Launched message) to stop creating replacement claims while capacity is short.
+ALL_INSTANCE_TYPES_UNAVAILABLE = "all requested instance types were unavailable during launch"
+
+#: Cap on how long a cloud's Retry-After is honoured.
+MAX_RETRY_AFTER = 300.0
+
+_REASON_SAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _reason(*parts: str | None) -> str:
+    """A condition reason valid for metav1.Condition: CamelCase words joined by ':'."""
+    words = [_REASON_SAFE.sub("", p) for p in parts if p]
+    return ":".join(w for w in words if w) or "Unknown"
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): base, 2*base, 4*base ... capped."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+
+
+def _pending(claim: Claim, reason: str, message: str) -> Condition:
+    return Condition(ConditionType.LAUNCHED, dialect_of(claim).pending_status, reason, message)
+
+
+def invalid(claim: Claim, err: InvalidClaim | InvalidSpec) -> StepResult:
+    """The spec can never launch: say why, once, and stop (no retry, no cloud call)."""
+    reason = err.reason if isinstance(err, InvalidClaim) else _reason("InvalidSpec", err.code)
+    message = err.message
+    return StepResult(
+        conditions=(Condition(ConditionType.LAUNCHED, Status.FALSE, reason, message),),
+        events=(Event(EventType.WARNING, "LaunchFailed", f"{reason}: {message}"),),
+        done=False,
+    )
+
+
+def insufficient_capacity(
+    claim: Claim, err: InsufficientCapacity, attempt: int, settings: Settings
+) -> StepResult:
+    """No candidate had capacity: Launched False with Kaito's text, one event, retry with backoff."""
+    detail = str(err)
+    message = ALL_INSTANCE_TYPES_UNAVAILABLE
+    if dialect_of(claim).name != "machine":
+        message = f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {detail}"
+    event = Event(
+        EventType.WARNING, "InsufficientCapacityError", f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {detail}"
+    )
+    condition = Condition(
+        ConditionType.LAUNCHED, Status.FALSE, _reason("InsufficientCapacity", err.code), message
+    )
+    if settings.delete_on_insufficient_capacity:
+        return StepResult(conditions=(condition,), events=(event,), delete_claim=True, done=False)
+    return StepResult(
+        conditions=(condition,),
+        events=(event,),
+        requeue_after=backoff(attempt, settings.capacity_retry_base, settings.capacity_retry_max),
+        done=False,
+    )
+
+
+def cloud_error(claim: Claim, err: CloudError, attempt: int, settings: Settings) -> StepResult:
+    """Outcome of an error raised by ``cloud.create``."""
+    if isinstance(err, InsufficientCapacity):
+        return insufficient_capacity(claim, err, attempt, settings)
+    if isinstance(err, InvalidSpec):
+        return invalid(claim, err)
+    if isinstance(err, Throttled):
+        delay = min(MAX_RETRY_AFTER, err.retry_after if err.retry_after else backoff(attempt, 5.0, 60.0))
+        return StepResult(
+            conditions=(
+                _pending(claim, "Throttled", f"cloud is throttling requests; retrying in {delay:.0f}s"),
+            ),
+            events=(Event(EventType.WARNING, "LaunchThrottled", str(err)),),
+            requeue_after=delay,
+            done=False,
+        )
+    # Transient and anything unexpected: keep the claim, retry with backoff.
+    return StepResult(
+        conditions=(_pending(claim, _reason("LaunchRetrying", err.code), str(err)),),
+        events=(Event(EventType.WARNING, "LaunchFailed", str(err)),),
+        requeue_after=backoff(attempt, 5.0, settings.capacity_retry_max),
+        done=False,
+    )
+
+
+def instance_observed(claim: Claim, instance: Instance, attempt: int, settings: Settings) -> StepResult:
+    """Outcome of reading back the instance ``cloud.create`` started or adopted."""
+    if instance.state == InstanceState.RUNNING:
+        return launched(claim, instance)
+    if instance.state == InstanceState.FAILED:
+        failure = instance.failure or CloudError(f"instance {instance.name} failed to provision")
+        result = cloud_error(claim, failure, attempt, settings)
+        # A failed instance is removed so the next attempt starts clean (possibly with another type).
+        return StepResult(
+            conditions=result.conditions,
+            events=result.events,
+            requeue_after=result.requeue_after,
+            delete_instance=True,
+            delete_claim=result.delete_claim,
+            done=False,
+        )
+    state = "being deleted" if instance.state == InstanceState.DELETING else "being created"
+    return StepResult(
+        conditions=(
+            _pending(claim, "Launching", f"instance {instance.name} ({instance.instance_type}) is {state}"),
+        ),
+        requeue_after=settings.launch_poll_interval,
+        done=False,
+    )
+
+
+def launched(claim: Claim, instance: Instance) -> StepResult:
+    labels = {
+        INSTANCE_TYPE_LABEL: instance.instance_type,
+        CAPACITY_TYPE_LABEL: instance.capacity_type.value,
+    }
+    if instance.zone:
+        labels[ZONE_LABEL] = instance.zone
+    status: dict[str, object] = {"capacity": dict(instance.capacity)}
+    if instance.provider_id:
+        status["provider_id"] = instance.provider_id
+    if instance.image_id:
+        status["image_id"] = instance.image_id
+    if not claim.status.allocatable:
+        status["allocatable"] = dict(instance.capacity)
+    newly = not claim.status.is_true(ConditionType.LAUNCHED)
+    return StepResult(
+        conditions=(Condition(ConditionType.LAUNCHED, Status.TRUE, ConditionType.LAUNCHED.value),),
+        status=status,
+        claim_labels=labels,
+        events=(
+            (
+                Event(
+                    EventType.NORMAL,
+                    "Launched",
+                    f"launched {instance.instance_type} instance {instance.name}",
+                ),
+            )
+            if newly
+            else ()
+        ),
+    )
+
+
+def vanished(claim: Claim, err: NotFound) -> StepResult:
+    """A launched claim whose instance no longer exists: the claim goes, so its owner makes a new one."""
+    return StepResult(
+        events=(
+            Event(EventType.WARNING, "InstanceNotFound", f"instance is gone ({err.message}); deleting claim"),
+        ),
+        delete_claim=True,
+        done=False,
+    )

@@ -1,0 +1,148 @@
+"""Turn a claim into a cloud-neutral InstanceRequest, or say precisely why it cannot be launched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from provisioner.claims.dialects import dialect_of
+from provisioner.claims.model import (
+    CAPACITY_TYPE_LABEL,
+    IMAGE_FAMILY_ANNOTATION,
+    INSTANCE_TYPE_LABEL,
+    SKU_NAME_LABEL,
+    ZONE_LABEL,
+    Claim,
+)
+from provisioner.cloud.types import CapacityType, InstanceRequest
+from provisioner.quantity import GIB, parse_quantity
+from provisioner.settings import Settings
+
+#: Below this an OS disk request is ignored (the cloud's default size is used), with a warning.
+MIN_OS_DISK_GIB = 30
+#: Largest OS disk a managed disk allows.
+MAX_OS_DISK_GIB = 4095
+#: A storage request that is a bare number this small was meant in GiB ("400"), not bytes.
+_BARE_NUMBER_GIB_LIMIT = Decimal(1 << 20)
+
+#: Label keys that describe the machine rather than the workload; the kubelet/cloud sets them.
+_KUBELET_SET_PREFIXES = (
+    "kubernetes.io/",
+    "node.kubernetes.io/",
+    "topology.kubernetes.io/",
+    "beta.kubernetes.io/",
+)
+
+
+class InvalidClaim(ValueError):
+    """The claim can never be launched as written; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    request: InstanceRequest
+    warnings: tuple[str, ...] = ()
+
+
+def instance_type_candidates(claim: Claim) -> tuple[str, ...]:
+    """Values of the first ``In`` requirement on the instance type, else on the Azure SKU name."""
+    for key in (INSTANCE_TYPE_LABEL, SKU_NAME_LABEL):
+        for req in claim.requirements:
+            if req.key == key and req.operator == "In" and req.values:
+                return tuple(dict.fromkeys(req.values))
+    return ()
+
+
+def _os_disk_gib(claim: Claim) -> tuple[int | None, str | None]:
+    """OS disk size from ``storage`` (else ``ephemeral-storage``); returns (GiB or None, warning)."""
+    for key in ("storage", "ephemeral-storage"):
+        raw = claim.requests.get(key)
+        if raw is None:
+            continue
+        try:
+            value = parse_quantity(raw)
+        except ValueError as e:
+            raise InvalidClaim("InvalidStorageRequest", f"resources.requests.{key}: {e}") from e
+        if value <= 0:
+            raise InvalidClaim("InvalidStorageRequest", f"resources.requests.{key}={raw} must be positive")
+        if str(raw).strip().isdigit() and value < _BARE_NUMBER_GIB_LIMIT:
+            gib = int(value)
+        else:
+            gib = int((value + GIB - 1) // GIB)
+        if gib > MAX_OS_DISK_GIB:
+            raise InvalidClaim(
+                "InvalidStorageRequest",
+                f"resources.requests.{key}={raw} is {gib} GiB; the OS disk can be at most {MAX_OS_DISK_GIB} GiB",
+            )
+        if gib < MIN_OS_DISK_GIB:
+            return None, (
+                f"resources.requests.{key}={raw} is below {MIN_OS_DISK_GIB} GiB; using the cloud's default OS disk size"
+            )
+        return gib, None
+    return None, None
+
+
+def _zones(claim: Claim) -> tuple[str, ...]:
+    req = claim.requirement(ZONE_LABEL)
+    return req.values if req is not None and req.operator == "In" else ()
+
+
+def _capacity_type(claim: Claim) -> CapacityType:
+    req = claim.requirement(CAPACITY_TYPE_LABEL)
+    if req is not None and req.operator == "In" and set(req.values) == {CapacityType.SPOT.value}:
+        return CapacityType.SPOT
+    return CapacityType.ON_DEMAND
+
+
+def node_labels(claim: Claim) -> dict[str, str]:
+    """Labels the node must carry: single-valued ``In`` requirements the kubelet does not set, then the
+    claim's own labels (which win)."""
+    labels: dict[str, str] = {}
+    for req in claim.requirements:
+        if req.operator == "In" and len(req.values) == 1 and not req.key.startswith(_KUBELET_SET_PREFIXES):
+            labels[req.key] = req.values[0]
+    labels.pop(SKU_NAME_LABEL, None)  # describes the machine; the cloud sets its own
+    labels.update(claim.labels)
+    return labels
+
+
+def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedRequest:
+    """The request to send to the cloud; raises :class:`InvalidClaim` for specs that can never work."""
+    candidates = instance_type_candidates(claim)
+    if not candidates:
+        raise InvalidClaim(
+            "NoInstanceType",
+            f"no instance type requested: add a requirement '{INSTANCE_TYPE_LABEL} In [<size>]'",
+        )
+    if settings.instance_type_allowlist:
+        allowed = tuple(c for c in candidates if c in settings.instance_type_allowlist)
+        if not allowed:
+            raise InvalidClaim(
+                "InstanceTypeNotAllowed",
+                f"instance types {', '.join(candidates)} are not in the allowlist "
+                f"({', '.join(settings.instance_type_allowlist)})",
+            )
+        candidates = allowed
+    disk, warning = _os_disk_gib(claim)
+    dialect = dialect_of(claim)
+    family = claim.annotations.get(IMAGE_FAMILY_ANNOTATION)
+    request = InstanceRequest(
+        claim_name=claim.name,
+        claim_uid=claim.uid,
+        name=instance_name,
+        instance_types=candidates,
+        labels=node_labels(claim),
+        taints=tuple(dict.fromkeys((*claim.taints, *claim.startup_taints))),
+        os_disk_size_gib=disk,
+        image_family=family.lower() if family else None,
+        zones=_zones(claim),
+        capacity_type=_capacity_type(claim),
+        dialect=f"{dialect.name}.{dialect.resource.version}",
+        nodepool=claim.labels.get(dialect.nodepool_label),
+    )
+    return PreparedRequest(request, (warning,) if warning else ())

@@ -1,0 +1,48 @@
+"""Kubernetes resource quantities ("120Gi", "400", "1.5", "500m") as numbers."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_SUFFIXES: dict[str, Decimal] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
+
+GIB = Decimal(2**30)
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """The quantity's value in base units; raises ``ValueError`` when it is not a quantity."""
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    number, suffix = match.groups()
+    try:
+        return Decimal(number) * _SUFFIXES[suffix]
+    except InvalidOperation as e:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity") from e
+
+
+def is_zero(value: str) -> bool:
+    try:
+        return parse_quantity(value) == 0
+    except ValueError:
+        return True

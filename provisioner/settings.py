@@ -1,0 +1,149 @@
+"""Controller settings: one declaration per setting gives its env name, flag, default and help.
+
+The CLI builds its flags from :data:`SETTINGS`, the docs' configuration reference is generated
+from it, and :func:`Settings.from_env` validates values with one clear error per wrong value.
+Cloud-specific settings (Azure subscription, cluster, ...) belong to the cloud provider and are
+read from the same environment by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """One or more settings have invalid values; the message names each one."""
+
+
+def _setting(default: Any, env: str, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "choices": choices})
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    cloud: str = _setting("fake", "CLOUD_PROVIDER", "Cloud provider plugin to use (installed entry points).")
+    cluster_name: str = _setting("", "AZURE_CLUSTER_NAME", "Name of the cluster the nodes join; tags pools.")
+    # -- which claims are ours
+    claim_labels: tuple[str, ...] = _setting(
+        ("kaito.sh/workspace", "kaito.sh/ragengine"),
+        "CLAIM_SELECTOR_LABELS",
+        "Claims carrying any of these label keys are managed (comma-separated).",
+    )
+    claim_node_class_kinds: tuple[str, ...] = _setting(
+        ("KaitoNodeClass",),
+        "CLAIM_NODE_CLASS_KINDS",
+        "NodeClaims whose nodeClassRef kind is one of these are managed (comma-separated).",
+    )
+    instance_type_allowlist: tuple[str, ...] = _setting(
+        (), "INSTANCE_TYPE_ALLOWLIST", "If set, only these instance types may be launched (comma-separated)."
+    )
+    # -- lifecycle
+    registration_timeout: float = _setting(
+        1200.0,
+        "REGISTRATION_TIMEOUT_SECONDS",
+        "Delete a launched claim whose node has not joined after this long.",
+    )
+    not_ready_repair_after: float = _setting(
+        600.0,
+        "NOT_READY_REPAIR_SECONDS",
+        "Delete a claim whose node has been NotReady this long (0 disables).",
+    )
+    delete_on_insufficient_capacity: bool = _setting(
+        False,
+        "DELETE_ON_INSUFFICIENT_CAPACITY",
+        "Delete a claim when no instance type has capacity (upstream Karpenter) instead of retrying it.",
+    )
+    capacity_retry_base: float = _setting(
+        30.0,
+        "CAPACITY_RETRY_BASE_SECONDS",
+        "First retry delay after insufficient capacity; doubles each time.",
+    )
+    capacity_retry_max: float = _setting(
+        600.0, "CAPACITY_RETRY_MAX_SECONDS", "Longest delay between launch retries after capacity errors."
+    )
+    launch_poll_interval: float = _setting(
+        10.0, "LAUNCH_POLL_SECONDS", "How often an in-flight create is read back to catch failures."
+    )
+    drain_retry_interval: float = _setting(
+        5.0,
+        "DRAIN_RETRY_SECONDS",
+        "Delay between eviction rounds while a PodDisruptionBudget blocks a drain.",
+    )
+    # -- garbage collection
+    gc_interval: float = _setting(60.0, "GC_INTERVAL_SECONDS", "How often instances and claims are compared.")
+    gc_orphan_grace: float = _setting(
+        120.0, "GC_ORPHAN_GRACE_SECONDS", "An instance we own with no claim is deleted after this long."
+    )
+    # -- runtime
+    workers: int = _setting(8, "WORKERS", "Claims reconciled concurrently.")
+    log_level: str = _setting(
+        "info", "LOG_LEVEL", "Log level.", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = _setting("text", "LOG_FORMAT", "Log format.", choices=("text", "json"))
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field[Any]]:
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``env`` (default: the process environment), then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for f in cls.fields():
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _PARSERS[type(f.default)](raw)
+            except ValueError as e:
+                errors.append(f"{f.metadata['env']}={raw!r}: {e}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if errors:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        errors: list[str] = []
+        for f in self.fields():
+            value = getattr(self, f.name)
+            name = f.metadata["env"]
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                errors.append(f"{name}={value!r}: must be one of {', '.join(f.metadata['choices'])}")
+            if isinstance(value, float | int) and not isinstance(value, bool) and value < 0:
+                errors.append(f"{name}={value!r}: must not be negative")
+        if self.workers < 1:
+            errors.append(f"WORKERS={self.workers}: must be at least 1")
+        if self.capacity_retry_max < self.capacity_retry_base:
+            errors.append("CAPACITY_RETRY_MAX_SECONDS must not be smaller than CAPACITY_RETRY_BASE_SECONDS")
+        if errors:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {
+    str: str,
+    float: float,
+    int: int,
+    bool: _bool,
+    tuple: _csv,
+}
