@@ -1,0 +1,139 @@
+"""Settings of the fake ARM server, loadable from a JSON file (``--config``).
+
+Example (every key optional)::
+
+    {
+      "clusters": [{"subscription_id": "…", "resource_group": "rg", "name": "aks", "location": "eastus"}],
+      "auto_create_clusters": false,
+      "latency": {"create": 0.2, "update": 0.2, "delete": 0.2},
+      "page_size": 10,
+      "max_pools_per_cluster": 100,
+      "quota": {"eastus": {"standardNCADSA100v4Family": 24, "cores": 100}},
+      "baseline_usage": {"eastus": {"cores": 8}},
+      "faults": [{"action": "throttle", "method": "PUT", "path": "/agentPools/", "count": 2}],
+      "clients": {"my-client-id": "my-secret"}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+DEFAULT_RESOURCE_GROUP = "rg-gpu"
+DEFAULT_CLUSTER = "aks-gpu"
+DEFAULT_LOCATION = "eastus"
+DEFAULT_KUBERNETES_VERSION = "1.31.2"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A managed cluster that exists in the fake subscription."""
+
+    subscription_id: str = DEFAULT_SUBSCRIPTION
+    resource_group: str = DEFAULT_RESOURCE_GROUP
+    name: str = DEFAULT_CLUSTER
+    location: str = DEFAULT_LOCATION
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    node_resource_group: str | None = None
+
+    @property
+    def effective_node_resource_group(self) -> str:
+        return self.node_resource_group or f"MC_{self.resource_group}_{self.name}_{self.location}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClusterConfig:
+        _check_keys("cluster", data, {f.name for f in fields(cls)})
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds an agent pool operation takes before it reaches its final state."""
+
+    create: float = 2.0
+    update: float = 1.0
+    delete: float = 2.0
+
+    def for_operation(self, operation: str) -> float:
+        return float(getattr(self, operation))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
+        _check_keys("latency", data, {"create", "update", "delete"})
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass
+class FakeArmConfig:
+    clusters: list[ClusterConfig] = field(default_factory=lambda: [ClusterConfig()])
+    #: Any cluster path that is asked for exists (in ``DEFAULT_LOCATION``); off = unknown clusters 404.
+    auto_create_clusters: bool = False
+    latency: Latency = field(default_factory=Latency)
+    #: Agent pools per page of a list; further pages are reached through ``nextLink``.
+    page_size: int = 10
+    max_pools_per_cluster: int = 100
+    #: vCPU limits per location and quota family (``"*"`` applies to every location); these override
+    #: the catalog defaults of ``fakes.skus.default_quotas()``.
+    quota: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: vCPUs already in use outside the fake's own pools, per location and family.
+    baseline_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    #: Requests to ARM must carry a bearer token issued by this server.
+    require_auth: bool = True
+    token_lifetime: int = 3600
+    #: client_id -> client_secret; when non-empty, secrets are checked (assertions are accepted
+    #: for any client listed). Empty: every client is accepted.
+    clients: dict[str, str] = field(default_factory=dict)
+    #: ``Retry-After`` (seconds) on LRO responses and operation status polls; None = not sent
+    #: (the SDK then polls at its ``polling_interval``).
+    lro_retry_after: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FakeArmConfig:
+        _check_keys("config", data, {f.name for f in fields(cls)})
+        kwargs: dict[str, Any] = dict(data)
+        if "clusters" in kwargs:
+            kwargs["clusters"] = [ClusterConfig.from_dict(c) for c in kwargs["clusters"]]
+        if "latency" in kwargs:
+            kwargs["latency"] = Latency.from_dict(kwargs["latency"])
+        for key in ("quota", "baseline_usage"):
+            if key in kwargs:
+                kwargs[key] = {
+                    loc: {fam: int(n) for fam, n in fams.items()} for loc, fams in kwargs[key].items()
+                }
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FakeArmConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a JSON object")
+        return cls.from_dict(data)
+
+    def validate(self) -> None:
+        if self.page_size < 1:
+            raise ConfigError("page_size must be at least 1")
+        if self.max_pools_per_cluster < 1:
+            raise ConfigError("max_pools_per_cluster must be at least 1")
+
+
+def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} must be a JSON object")
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
