@@ -241,17 +241,15 @@ class Controller:
         steps.append(registration.registered(claim, node))
         if newly_registered:
             self.metrics.nodes_created.labels(self._nodepool(claim)).inc()
-        init = initialization.check(claim, node)
-        steps.append(init)
-        if init.done:
-            label_patch = initialization.initialized_label_patch(node)
-            if label_patch:
-                await self._patch_node(node, label_patch)
-        repair = (
-            liveness.not_ready_repair(node, now, self.settings)
-            if init.done or claim.status.is_true(ConditionType.INITIALIZED)
-            else None
-        )
+        # Initialization happens once; a node that later goes NotReady is liveness' business.
+        if not claim.status.is_true(ConditionType.INITIALIZED):
+            init = initialization.check(claim, node)
+            steps.append(init)
+            if init.done:
+                label_patch = initialization.initialized_label_patch(node)
+                if label_patch:
+                    await self._patch_node(node, label_patch)
+        repair = liveness.not_ready_repair(node, now, self.settings)
         if repair is not None:
             steps.append(repair)
             if repair.delete_claim:

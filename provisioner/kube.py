@@ -126,6 +126,21 @@ class KubeClient:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(configuration, timeout=timeout)
 
+    def credentials(self) -> dict[str, Any]:
+        """Server, TLS files and token of this client (for kopf's own login)."""
+        c = self._config
+        token = self._headers().get("Authorization", "")
+        scheme, _, value = token.partition(" ")
+        return {
+            "server": self._base,
+            "ca_path": c.ssl_ca_cert or None,
+            "insecure": not c.verify_ssl,
+            "certificate_path": c.cert_file or None,
+            "private_key_path": c.key_file or None,
+            "scheme": scheme or None,
+            "token": value or None,
+        }
+
     @staticmethod
     def _ssl_context(configuration: k8s_client.Configuration) -> ssl.SSLContext | bool:
         if not configuration.host.startswith("https"):

@@ -57,6 +57,13 @@ async def _on_node(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
         memo.controller.on_node_event(event.get("type"), dict(event["object"]))
 
 
+async def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's built-in logins do not understand every kubeconfig; reuse the one our client loaded."""
+    kube = memo.kube or KubeClient.from_config(memo.kubeconfig)
+    memo.kube = kube
+    return kopf.ConnectionInfo(**kube.credentials())
+
+
 async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
     settings.peering.standalone = True  # leader election is ours (Lease), not kopf's peering
     settings.posting.enabled = False  # we post our own, deduplicated events
@@ -65,7 +72,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     settings.batching.idle_timeout = 0.1  # react to watch events promptly
 
     s = memo.settings
-    kube = KubeClient.from_config(memo.kubeconfig)
+    kube = memo.kube or KubeClient.from_config(memo.kubeconfig)
     context = ProviderContext(env=dict(os.environ), cluster_name=s.cluster_name, kubeconfig=memo.kubeconfig)
     cloud = load_provider(s.cloud, context)
     controller = Controller(
@@ -101,6 +108,7 @@ async def _cleanup(memo: Runtime, **_: Any) -> None:
 
 def make_registry() -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry, id="login")(_login)
     kopf.on.startup(registry=registry, id="startup")(_startup)
     kopf.on.cleanup(registry=registry, id="cleanup")(_cleanup)
     for dialect in DIALECTS.values():

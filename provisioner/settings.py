@@ -110,8 +110,8 @@ class Settings:
         errors: list[str] = []
         for f in cls.fields():
             raw = env.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
+            if raw is None or (raw == "" and not isinstance(f.default, tuple)):
+                continue  # unset; an empty list setting means "none"
             try:
                 values[f.name] = _PARSERS[type(f.default)](raw)
             except ValueError as e:
