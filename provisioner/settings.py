@@ -38,7 +38,7 @@ def _bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    cloud: str = _setting("fake", "CLOUD_PROVIDER", "Cloud provider plugin to use (installed entry points).")
+    cloud: str = _setting("azure", "CLOUD_PROVIDER", "Cloud provider plugin to use (installed entry points).")
     cluster_name: str = _setting("", "AZURE_CLUSTER_NAME", "Name of the cluster the nodes join; tags pools.")
     # -- which claims are ours
     claim_labels: tuple[str, ...] = _setting(
@@ -91,6 +91,35 @@ class Settings:
     gc_orphan_grace: float = _setting(
         120.0, "GC_ORPHAN_GRACE_SECONDS", "An instance we own with no claim is deleted after this long."
     )
+    # -- leader election (coordination.k8s.io/v1 Lease)
+    leader_elect: bool = _setting(
+        True, "LEADER_ELECT", "Use a Lease so only one replica acts (hot standby for the rest)."
+    )
+    leader_election_namespace: str = _setting(
+        "",
+        "LEADER_ELECTION_NAMESPACE",
+        "Namespace of the Lease (default: the pod's namespace, else kube-system).",
+    )
+    leader_election_name: str = _setting(
+        "gpu-provisioner-leader", "LEADER_ELECTION_NAME", "Name of the Lease."
+    )
+    lease_duration: float = _setting(
+        15.0,
+        "LEADER_ELECTION_LEASE_SECONDS",
+        "A standby takes over this long after the leader stops renewing.",
+    )
+    renew_deadline: float = _setting(
+        10.0, "LEADER_ELECTION_RENEW_SECONDS", "A leader that cannot renew within this long stops acting."
+    )
+    retry_period: float = _setting(
+        2.0, "LEADER_ELECTION_RETRY_SECONDS", "How often the Lease is tried and renewed."
+    )
+    # -- endpoints
+    metrics_port: int = _setting(8080, "METRICS_PORT", "Port of /metrics (Prometheus); 0 disables it.")
+    health_port: int = _setting(8081, "HEALTH_PORT", "Port of /healthz and /readyz; 0 disables it.")
+    bind_address: str = _setting(
+        "0.0.0.0", "BIND_ADDRESS", "Address the metrics and health servers listen on."
+    )
     # -- runtime
     workers: int = _setting(8, "WORKERS", "Claims reconciled concurrently.")
     log_level: str = _setting(
@@ -134,6 +163,15 @@ class Settings:
                 errors.append(f"{name}={value!r}: must not be negative")
         if self.workers < 1:
             errors.append(f"WORKERS={self.workers}: must be at least 1")
+        if self.leader_elect and not self.retry_period < self.renew_deadline < self.lease_duration:
+            errors.append(
+                "leader election needs LEADER_ELECTION_RETRY_SECONDS < LEADER_ELECTION_RENEW_SECONDS "
+                "< LEADER_ELECTION_LEASE_SECONDS"
+            )
+        for port_field in ("metrics_port", "health_port"):
+            port = getattr(self, port_field)
+            if not 0 <= port <= 65535:
+                errors.append(f"{port_field.upper()}={port}: must be a TCP port (0-65535)")
         if self.capacity_retry_max < self.capacity_retry_base:
             errors.append("CAPACITY_RETRY_MAX_SECONDS must not be smaller than CAPACITY_RETRY_BASE_SECONDS")
         if errors:

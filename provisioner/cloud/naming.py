@@ -11,16 +11,24 @@ import hashlib
 import re
 
 POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+_HASH_PREFIX = "g"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+def _base36(n: int) -> str:
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_BASE36[r])
+    return "".join(reversed(out)) or "0"
+
+
 def pool_name(claim_name: str) -> str:
-    """The claim name when it is a valid pool name, else ``p`` + 11 base-36 chars of its SHA-256."""
+    """The claim name when it is a valid pool name, else ``g`` + 11 base-36 chars of its SHA-256.
+
+    The hash is itself a valid pool name (about 57 bits), and the same claim always maps to it.
+    """
     if POOL_NAME.match(claim_name):
         return claim_name
-    n = int.from_bytes(hashlib.sha256(claim_name.encode()).digest()[:8], "big")
-    chars = []
-    for _ in range(11):
-        n, r = divmod(n, 36)
-        chars.append(_BASE36[r])
-    return "p" + "".join(chars)
+    digest = int.from_bytes(hashlib.sha256(claim_name.encode()).digest(), "big")
+    return _HASH_PREFIX + _base36(digest).rjust(11, "0")[:11]

@@ -1,0 +1,137 @@
+"""Azure AD credentials for the provider, and a log filter that keeps secrets out of log lines.
+
+Production runs use one of three credentials, chosen from the settings (never from developer
+tools): workload identity (federated token file), a service principal secret, or managed
+identity. ``AZURE_CREDENTIAL=default`` opts into the full ``DefaultAzureCredential`` chain
+(Azure CLI and friends) for local development.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity import AzureAuthorityHosts
+from azure.identity.aio import (
+    ClientSecretCredential,
+    DefaultAzureCredential,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
+
+from provisioner.cloud.azure.settings import AzureSettings
+
+_KNOWN_AUTHORITIES = {
+    h.rstrip("/").removeprefix("https://")
+    for h in (
+        AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
+        AzureAuthorityHosts.AZURE_CHINA,
+        AzureAuthorityHosts.AZURE_GOVERNMENT,
+    )
+}
+
+
+def credential_kind(settings: AzureSettings) -> str:
+    """Which credential ``settings`` select (``auto`` resolved)."""
+    if settings.credential != "auto":
+        return settings.credential
+    if settings.federated_token_file:
+        return "workload-identity"
+    if settings.client_secret:
+        return "client-secret"
+    return "managed-identity"
+
+
+def _common_kwargs(settings: AzureSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings.ca_bundle:
+        kwargs["connection_verify"] = settings.ca_bundle
+    return kwargs
+
+
+def _authority_kwargs(settings: AzureSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings.authority_host:
+        kwargs["authority"] = settings.authority_host
+        host = settings.authority_host.rstrip("/").removeprefix("https://")
+        if host not in _KNOWN_AUTHORITIES:
+            # A private or test authority cannot answer Azure AD's instance discovery.
+            kwargs["disable_instance_discovery"] = True
+    return kwargs
+
+
+def build_credential(settings: AzureSettings) -> AsyncTokenCredential:
+    """The async credential ``settings`` ask for. Nothing is fetched until the first request."""
+    kind = credential_kind(settings)
+    common = _common_kwargs(settings)
+    if kind == "workload-identity":
+        assert settings.tenant_id and settings.client_id and settings.federated_token_file
+        return WorkloadIdentityCredential(
+            tenant_id=settings.tenant_id,
+            client_id=settings.client_id,
+            token_file_path=settings.federated_token_file,
+            **_authority_kwargs(settings),
+            **common,
+        )
+    if kind == "client-secret":
+        assert settings.tenant_id and settings.client_id and settings.client_secret
+        return ClientSecretCredential(
+            settings.tenant_id,
+            settings.client_id,
+            settings.client_secret,
+            **_authority_kwargs(settings),
+            **common,
+        )
+    if kind == "managed-identity":
+        return ManagedIdentityCredential(client_id=settings.client_id, **common)
+    return DefaultAzureCredential(**_authority_kwargs(settings), **common)
+
+
+# --- log redaction ---------------------------------------------------------------------------
+
+_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|client_secret|client_assertion)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+    ),
+)
+REDACTED = "***"
+
+
+class SecretRedactingFilter(logging.Filter):
+    """Masks bearer tokens, JWTs, OAuth form fields and the given secret values in log records.
+
+    Attach it to a handler (it then sees every record that reaches that handler). The provider
+    itself never logs tokens and leaves azure-core's header logging at its redacting default; this
+    filter is defence in depth for the operator's log handler.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def add_secret(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True

@@ -1,0 +1,260 @@
+"""Turn ARM errors into the cloud error taxonomy.
+
+Classification is by ARM ``error.code`` (and the codes nested in ``details`` or quoted in the
+message, where AKS wraps a Compute error in its own code), never by HTTP status alone: a failed
+long-running operation arrives with status 200 and a pool's ``provisioningError`` has no status at
+all. The status is only a fallback for bodies without a known code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from provisioner.cloud.errors import (
+    CloudError,
+    InsufficientCapacity,
+    InvalidSpec,
+    NotFound,
+    Throttled,
+    Transient,
+)
+
+SKU_UNAVAILABLE_CODES = frozenset(
+    {
+        "SkuNotAvailable",
+        "VMSizeNotSupported",
+        "SkuNotSupported",
+        "NotAvailableForSubscription",
+        "AvailabilityZoneNotSupported",
+    }
+)
+ALLOCATION_CODES = frozenset(
+    {
+        "AllocationFailed",
+        "ZonalAllocationFailed",
+        "OverconstrainedAllocationRequest",
+        "OverconstrainedZonalAllocationRequest",
+    }
+)
+CAPACITY_CODES = SKU_UNAVAILABLE_CODES | ALLOCATION_CODES | frozenset({"QuotaExceeded"})
+INVALID_SPEC_CODES = frozenset(
+    {
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "InvalidAgentPoolName",
+        "AgentPoolNameInvalid",
+        "InvalidRequestFormat",
+        "InvalidRequestContent",
+        "BadRequest",
+        "InvalidTag",
+        "InvalidTagName",
+        "InvalidNodeLabel",
+        "InvalidNodeTaint",
+        "InvalidOSSKU",
+        "InvalidOSDiskSize",
+    }
+)
+THROTTLE_CODES = frozenset(
+    {
+        "TooManyRequests",
+        "Throttled",
+        "SubscriptionRequestsThrottled",
+        "TenantRequestsThrottled",
+        "ResourceRequestsThrottled",
+        "OperationThrottled",
+    }
+)
+POOL_NOT_FOUND_CODES = frozenset({"NotFound", "AgentPoolNotFound"})
+#: A missing cluster or resource group is a configuration problem, never "the pool is gone".
+PARENT_NOT_FOUND_CODES = frozenset({"ResourceGroupNotFound", "ParentResourceNotFound"})
+IN_PROGRESS_TEXT = re.compile(
+    r"another (agentpool |agent pool )?operation .*in progress|operation is in progress", re.I
+)
+QUOTA_TEXT = re.compile(r"exceeding (the )?approved .*quota", re.I)
+
+_KNOWN_CODES = CAPACITY_CODES | INVALID_SPEC_CODES | THROTTLE_CODES
+_CODE_IN_MESSAGE = re.compile(r"\b(" + "|".join(sorted(_KNOWN_CODES, key=len, reverse=True)) + r")\b")
+_QUOTA_FAMILY = re.compile(r"exceeding (?:the )?approved (?P<family>.+?) (?:Cores )?quota", re.I)
+_QUOTA_NUMBERS = re.compile(
+    r"Current Limit:\s*(?P<limit>\d+).*?Current Usage:\s*(?P<usage>\d+).*?Additional Required:\s*(?P<req>\d+)",
+    re.I | re.S,
+)
+
+
+@dataclass(frozen=True)
+class ArmError:
+    """The parts of an ARM error body we act on."""
+
+    code: str
+    message: str
+    status: int | None = None
+    retry_after: float | None = None
+    inner_codes: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any] | None, status: int | None = None) -> ArmError:
+        """From an ARM error object (``{"code", "message", "details"}``) or a body wrapping one."""
+        obj: Mapping[str, Any] = body or {}
+        if isinstance(obj.get("error"), Mapping):
+            obj = obj["error"]
+        return cls(
+            code=str(obj.get("code") or ""),
+            message=str(obj.get("message") or ""),
+            status=status,
+            inner_codes=tuple(_detail_codes(obj.get("details"))),
+        )
+
+
+def _detail_codes(details: Any) -> Iterable[str]:
+    if not isinstance(details, list):
+        return
+    for d in details:
+        if isinstance(d, Mapping):
+            if d.get("code"):
+                yield str(d["code"])
+            yield from _detail_codes(d.get("details"))
+
+
+def is_operation_in_progress(err: ArmError) -> bool:
+    """AKS' 409 for a write while another operation on the pool runs (``OperationNotAllowed``)."""
+    return (err.status == 409 or err.code in ("OperationNotAllowed", "Conflict")) and bool(
+        IN_PROGRESS_TEXT.search(err.message)
+    )
+
+
+def _quota_error(code: str, message: str) -> InsufficientCapacity:
+    family = None
+    needed = free = None
+    m = _QUOTA_FAMILY.search(message)
+    if m:
+        family = m.group("family").strip()
+        family = {"total regional": "cores", "low priority": "lowPriorityCores"}.get(family.lower(), family)
+    n = _QUOTA_NUMBERS.search(message)
+    if n:
+        limit, usage, needed = int(n.group("limit")), int(n.group("usage")), int(n.group("req"))
+        free = max(limit - usage, 0)
+    return InsufficientCapacity(message, code, family=family, vcpus_needed=needed, vcpus_free=free)
+
+
+def classify(err: ArmError) -> CloudError:
+    """The taxonomy class for one ARM error; the ARM code and message are kept on it."""
+    code, message = err.code, err.message
+    codes = [c for c in (code, *err.inner_codes) if c]
+    codes += [m.group(1) for m in _CODE_IN_MESSAGE.finditer(message) if m.group(1) not in codes]
+
+    def kept(inner: str) -> str:
+        # Keep the outer code visible when a nested code decided the class.
+        return message if inner == code or not code else f"{code}: {message}"
+
+    if "QuotaExceeded" in codes or QUOTA_TEXT.search(message):
+        return _quota_error("QuotaExceeded", kept("QuotaExceeded"))
+    for c in codes:
+        if c in SKU_UNAVAILABLE_CODES or c in ALLOCATION_CODES:
+            return InsufficientCapacity(kept(c), c)
+    for c in codes:
+        if c in THROTTLE_CODES:
+            return Throttled(kept(c), c, retry_after=err.retry_after)
+    if err.status == 429:
+        return Throttled(
+            message or "too many requests", code or "TooManyRequests", retry_after=err.retry_after
+        )
+    if is_operation_in_progress(err):
+        return Transient(message, code or "OperationNotAllowed")
+    if code in PARENT_NOT_FOUND_CODES or (code == "ResourceNotFound" and "agentpools" not in message.lower()):
+        return Transient(message, code)  # cluster or group missing: configuration, not a vanished pool
+    if code in POOL_NOT_FOUND_CODES or code == "ResourceNotFound":
+        return NotFound(message, code)
+    for c in codes:
+        if c in INVALID_SPEC_CODES:
+            return InvalidSpec(kept(c), c)
+    if err.status == 404:
+        return NotFound(message or "not found", code or "NotFound")
+    if err.status == 400:
+        return InvalidSpec(message or "bad request", code or "BadRequest")
+    return Transient(
+        message or f"ARM error {code or err.status}", code or (str(err.status) if err.status else None)
+    )
+
+
+def from_exception(exc: BaseException, *, retry_after_cap: float | None = None) -> CloudError:
+    """Classify an exception raised by the Azure SDK (or its transport)."""
+    if isinstance(exc, CloudError):
+        return exc
+    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+        return Transient(f"cannot get an Azure AD token: {_first_line(exc)}", "CredentialUnavailable")
+    if isinstance(exc, HttpResponseError):
+        arm = arm_error_from_http(exc, retry_after_cap=retry_after_cap)
+        return classify(arm)
+    if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError | ConnectionError | OSError):
+        return Transient(f"cannot reach ARM: {type(exc).__name__}: {_first_line(exc)}", "ConnectionError")
+    return Transient(f"{type(exc).__name__}: {_first_line(exc)}", None)
+
+
+def arm_error_from_http(exc: HttpResponseError, *, retry_after_cap: float | None = None) -> ArmError:
+    status = exc.status_code
+    response: Any = exc.response
+    retry_after = None
+    if response is not None:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=retry_after_cap)
+    code = ""
+    message = ""
+    inner: tuple[str, ...] = ()
+    model = exc.error
+    if model is not None:
+        code = model.code or ""
+        message = model.message or ""
+        inner = tuple(_odata_detail_codes(model))
+    if not code and response is not None:
+        try:
+            body = response.json()
+        except Exception:
+            body = None
+        if isinstance(body, Mapping):
+            parsed = ArmError.from_body(body, status)
+            code, message, inner = parsed.code, parsed.message, parsed.inner_codes
+    if not message:
+        message = _first_line(exc)
+    return ArmError(code=code, message=message, status=status, retry_after=retry_after, inner_codes=inner)
+
+
+def _odata_detail_codes(model: Any) -> Iterable[str]:
+    for d in getattr(model, "details", None) or []:
+        c = getattr(d, "code", None)
+        if c:
+            yield str(c)
+        yield from _odata_detail_codes(d)
+
+
+def parse_retry_after(value: str | None, *, cap: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds; HTTP dates are treated as 'soon')."""
+    if not value:
+        return None
+    try:
+        seconds = max(float(value), 0.0)
+    except ValueError:
+        seconds = 1.0
+    return min(seconds, cap) if cap is not None else seconds
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def arm_error_from_detail(detail: Any) -> ArmError:
+    """From an SDK ``ErrorDetail`` model (e.g. an agent pool's ``status.provisioningError``)."""
+    return ArmError(
+        code=str(getattr(detail, "code", None) or ""),
+        message=str(getattr(detail, "message", None) or ""),
+        inner_codes=tuple(_odata_detail_codes(detail)),
+    )

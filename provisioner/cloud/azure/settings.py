@@ -1,0 +1,362 @@
+"""Configuration of the AKS provider, read from environment-style settings.
+
+Names follow the Azure/gpu-provisioner chart where one exists (``ARM_SUBSCRIPTION_ID``,
+``ARM_RESOURCE_GROUP``, ``AZURE_CLUSTER_NAME``, ``LOCATION``, ...); the rest are ``AZURE_*`` names
+documented on the fields of ``AzureSettings`` (one line each, used by the docs generator too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TypeVar
+from urllib.parse import urlparse
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+
+#: Ways to obtain an Azure AD token (``AZURE_CREDENTIAL``).
+CREDENTIAL_KINDS = ("auto", "workload-identity", "managed-identity", "client-secret", "default")
+
+OS_DISK_TYPES = ("Managed", "Ephemeral")
+
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """The provider's configuration is missing or wrong; the message names the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def _meta(env: str, doc: str) -> dict[str, str]:
+    return {"env": env, "doc": doc}
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Everything the AKS provider needs; build it with ``AzureSettings.from_env``."""
+
+    subscription_id: str = field(
+        metadata=_meta("ARM_SUBSCRIPTION_ID", "Subscription of the AKS cluster (UUID).")
+    )
+    resource_group: str = field(metadata=_meta("ARM_RESOURCE_GROUP", "Resource group of the AKS cluster."))
+    cluster_name: str = field(metadata=_meta("AZURE_CLUSTER_NAME", "Name of the AKS managed cluster."))
+    location: str = field(metadata=_meta("LOCATION", "Azure region of the cluster, e.g. eastus."))
+    node_resource_group: str = field(
+        default="",
+        metadata=_meta(
+            "AZURE_NODE_RESOURCE_GROUP",
+            "Node resource group (MC_...); defaults to MC_<group>_<cluster>_<location>.",
+        ),
+    )
+    arm_endpoint: str = field(
+        default=DEFAULT_ARM_ENDPOINT,
+        metadata=_meta("ARM_ENDPOINT", "Azure Resource Manager endpoint (sovereign clouds, test servers)."),
+    )
+    ca_bundle: str | None = field(
+        default=None, metadata=_meta("ARM_CA_BUNDLE", "PEM file of CAs to trust for ARM and token requests.")
+    )
+    credential: str = field(
+        default="auto",
+        metadata=_meta(
+            "AZURE_CREDENTIAL",
+            "auto|workload-identity|managed-identity|client-secret|default (default adds developer tools).",
+        ),
+    )
+    client_id: str | None = field(
+        default=None, metadata=_meta("AZURE_CLIENT_ID", "Client ID of the workload/managed identity or app.")
+    )
+    tenant_id: str | None = field(default=None, metadata=_meta("AZURE_TENANT_ID", "Azure AD tenant ID."))
+    federated_token_file: str | None = field(
+        default=None,
+        metadata=_meta("AZURE_FEDERATED_TOKEN_FILE", "Projected service account token (workload identity)."),
+    )
+    authority_host: str | None = field(
+        default=None,
+        metadata=_meta(
+            "AZURE_AUTHORITY_HOST", "Azure AD authority, e.g. https://login.microsoftonline.com/."
+        ),
+    )
+    client_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_meta("AZURE_CLIENT_SECRET", "Secret of a service principal (credential client-secret)."),
+    )
+    vnet_subnet_id: str | None = field(
+        default=None,
+        metadata=_meta("AZURE_VNET_SUBNET_ID", "Subnet resource ID for new pools (vnetSubnetID)."),
+    )
+    max_pods: int | None = field(
+        default=None, metadata=_meta("AZURE_MAX_PODS", "maxPods of new pools; unset leaves the AKS default.")
+    )
+    os_disk_type: str | None = field(
+        default=None,
+        metadata=_meta("AZURE_OS_DISK_TYPE", "Managed or Ephemeral; unset leaves the AKS default."),
+    )
+    gpu_driver_install: bool = field(
+        default=True,
+        metadata=_meta(
+            "AZURE_GPU_DRIVER_INSTALL", "false sets gpuProfile.driver=None (GPU Operator installs it)."
+        ),
+    )
+    extra_tags: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata=_meta("AZURE_EXTRA_TAGS", "Tags added to every pool: JSON object or k=v,k=v."),
+    )
+    arm_rate_limit: float = field(
+        default=10.0,
+        metadata=_meta("AZURE_ARM_RATE_LIMIT", "ARM requests per second this controller may send."),
+    )
+    arm_rate_burst: int = field(
+        default=20,
+        metadata=_meta("AZURE_ARM_RATE_BURST", "Requests that may be sent at once before limiting."),
+    )
+    sdk_retry_total: int = field(
+        default=1, metadata=_meta("AZURE_SDK_RETRY_TOTAL", "azure-core retries per HTTP request (kept low).")
+    )
+    read_attempts: int = field(
+        default=4,
+        metadata=_meta("AZURE_READ_ATTEMPTS", "Attempts for idempotent reads (GET, list) on our side."),
+    )
+    retry_backoff_seconds: float = field(
+        default=0.5, metadata=_meta("AZURE_RETRY_BACKOFF_SECONDS", "First backoff between read attempts.")
+    )
+    retry_after_max_seconds: float = field(
+        default=30.0, metadata=_meta("AZURE_RETRY_AFTER_MAX_SECONDS", "Cap on any Retry-After we honour.")
+    )
+    http_timeout_seconds: float = field(
+        default=60.0, metadata=_meta("AZURE_HTTP_TIMEOUT_SECONDS", "Connect/read timeout of one ARM request.")
+    )
+    list_cache_seconds: float = field(
+        default=30.0, metadata=_meta("AZURE_LIST_CACHE_SECONDS", "How long one agent pool listing is reused.")
+    )
+    sku_cache_seconds: float = field(
+        default=3600.0,
+        metadata=_meta("AZURE_SKU_CACHE_SECONDS", "How long the Resource SKUs listing is reused."),
+    )
+    usage_cache_seconds: float = field(
+        default=60.0,
+        metadata=_meta("AZURE_USAGE_CACHE_SECONDS", "How long compute usages (quota) are reused."),
+    )
+    quota_recheck_seconds: float = field(
+        default=10.0,
+        metadata=_meta(
+            "AZURE_QUOTA_RECHECK_SECONDS", "A cached 'quota short' answer older than this is re-read."
+        ),
+    )
+    quota_preflight: bool = field(
+        default=True, metadata=_meta("AZURE_QUOTA_PREFLIGHT", "Check vCPU quota before creating a pool.")
+    )
+    unavailable_sku_seconds: float = field(
+        default=180.0,
+        metadata=_meta(
+            "AZURE_UNAVAILABLE_SKU_SECONDS", "How long a size/zone that had no capacity is skipped."
+        ),
+    )
+
+    @property
+    def effective_node_resource_group(self) -> str:
+        return self.node_resource_group or f"MC_{self.resource_group}_{self.cluster_name}_{self.location}"
+
+    @property
+    def custom_endpoint(self) -> bool:
+        return self.arm_endpoint.rstrip("/") != DEFAULT_ARM_ENDPOINT
+
+    @property
+    def credential_scope(self) -> str:
+        """The token scope for ARM at the configured endpoint."""
+        return f"{self.arm_endpoint.rstrip('/')}/.default"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, cluster_name: str = "") -> AzureSettings:
+        """Read and validate settings; raises ``ConfigError`` naming the first bad setting."""
+        r = _Reader(env)
+        subscription = r.required("ARM_SUBSCRIPTION_ID")
+        try:
+            uuid.UUID(subscription)
+        except ValueError:
+            raise ConfigError(
+                "ARM_SUBSCRIPTION_ID", f"must be a subscription UUID, got {subscription!r}"
+            ) from None
+        resource_group = r.required("ARM_RESOURCE_GROUP")
+        cluster = r.optional("AZURE_CLUSTER_NAME") or cluster_name
+        if not cluster:
+            raise ConfigError("AZURE_CLUSTER_NAME", "is required (name of the AKS cluster)")
+        location = r.required("LOCATION").replace(" ", "").lower()
+        endpoint = r.optional("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT
+        parsed = urlparse(endpoint)
+        if parsed.scheme != "https" or not parsed.netloc:
+            raise ConfigError("ARM_ENDPOINT", f"must be an https:// URL, got {endpoint!r}")
+        ca_bundle = r.optional("ARM_CA_BUNDLE")
+        if ca_bundle and not os.path.isfile(ca_bundle):
+            raise ConfigError("ARM_CA_BUNDLE", f"file {ca_bundle!r} does not exist")
+        credential = (r.optional("AZURE_CREDENTIAL") or "auto").lower()
+        if credential not in CREDENTIAL_KINDS:
+            raise ConfigError(
+                "AZURE_CREDENTIAL", f"must be one of {', '.join(CREDENTIAL_KINDS)}, got {credential!r}"
+            )
+        authority = r.optional("AZURE_AUTHORITY_HOST")
+        if authority and urlparse(authority).scheme != "https":
+            raise ConfigError("AZURE_AUTHORITY_HOST", f"must be an https:// URL, got {authority!r}")
+        os_disk_type = r.optional("AZURE_OS_DISK_TYPE")
+        if os_disk_type:
+            matched = [t for t in OS_DISK_TYPES if t.lower() == os_disk_type.lower()]
+            if not matched:
+                raise ConfigError("AZURE_OS_DISK_TYPE", f"must be Managed or Ephemeral, got {os_disk_type!r}")
+            os_disk_type = matched[0]
+        subnet = r.optional("AZURE_VNET_SUBNET_ID")
+        if subnet and not re.match(
+            r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
+            r"virtualNetworks/[^/]+/subnets/[^/]+$",
+            subnet,
+            re.IGNORECASE,
+        ):
+            raise ConfigError("AZURE_VNET_SUBNET_ID", f"must be a subnet resource ID, got {subnet!r}")
+
+        settings = cls(
+            subscription_id=subscription,
+            resource_group=resource_group,
+            cluster_name=cluster,
+            location=location,
+            node_resource_group=r.optional("AZURE_NODE_RESOURCE_GROUP") or "",
+            arm_endpoint=endpoint.rstrip("/"),
+            ca_bundle=ca_bundle,
+            credential=credential,
+            client_id=r.optional("AZURE_CLIENT_ID"),
+            tenant_id=r.optional("AZURE_TENANT_ID"),
+            federated_token_file=r.optional("AZURE_FEDERATED_TOKEN_FILE"),
+            authority_host=authority,
+            client_secret=r.optional("AZURE_CLIENT_SECRET"),
+            vnet_subnet_id=subnet,
+            max_pods=r.number("AZURE_MAX_PODS", int, None, minimum=10, maximum=250),
+            os_disk_type=os_disk_type,
+            gpu_driver_install=r.boolean("AZURE_GPU_DRIVER_INSTALL", True),
+            extra_tags=r.tags("AZURE_EXTRA_TAGS"),
+            arm_rate_limit=r.number("AZURE_ARM_RATE_LIMIT", float, 10.0, minimum=0.01),
+            arm_rate_burst=r.number("AZURE_ARM_RATE_BURST", int, 20, minimum=1),
+            sdk_retry_total=r.number("AZURE_SDK_RETRY_TOTAL", int, 1, minimum=0, maximum=5),
+            read_attempts=r.number("AZURE_READ_ATTEMPTS", int, 4, minimum=1, maximum=20),
+            retry_backoff_seconds=r.number("AZURE_RETRY_BACKOFF_SECONDS", float, 0.5, minimum=0),
+            retry_after_max_seconds=r.number("AZURE_RETRY_AFTER_MAX_SECONDS", float, 30.0, minimum=0),
+            http_timeout_seconds=r.number("AZURE_HTTP_TIMEOUT_SECONDS", float, 60.0, minimum=0.1),
+            list_cache_seconds=r.number("AZURE_LIST_CACHE_SECONDS", float, 30.0, minimum=0),
+            sku_cache_seconds=r.number("AZURE_SKU_CACHE_SECONDS", float, 3600.0, minimum=0),
+            usage_cache_seconds=r.number("AZURE_USAGE_CACHE_SECONDS", float, 60.0, minimum=0),
+            quota_recheck_seconds=r.number("AZURE_QUOTA_RECHECK_SECONDS", float, 10.0, minimum=0),
+            quota_preflight=r.boolean("AZURE_QUOTA_PREFLIGHT", True),
+            unavailable_sku_seconds=r.number("AZURE_UNAVAILABLE_SKU_SECONDS", float, 180.0, minimum=0),
+        )
+        _check_credential(settings)
+        return settings
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str]]:
+        """(environment name, one-line description) for every setting, in declaration order."""
+        return [(f.metadata["env"], f.metadata["doc"]) for f in fields(cls)]
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        return [s for s in (self.client_secret,) if s]
+
+
+def _check_credential(s: AzureSettings) -> None:
+    if s.credential == "workload-identity":
+        for name, value in (
+            ("AZURE_FEDERATED_TOKEN_FILE", s.federated_token_file),
+            ("AZURE_CLIENT_ID", s.client_id),
+            ("AZURE_TENANT_ID", s.tenant_id),
+        ):
+            if not value:
+                raise ConfigError(name, "is required for AZURE_CREDENTIAL=workload-identity")
+    if s.credential == "client-secret":
+        for name, value in (
+            ("AZURE_CLIENT_SECRET", s.client_secret),
+            ("AZURE_CLIENT_ID", s.client_id),
+            ("AZURE_TENANT_ID", s.tenant_id),
+        ):
+            if not value:
+                raise ConfigError(name, "is required for AZURE_CREDENTIAL=client-secret")
+    if s.credential == "auto" and s.federated_token_file and not (s.client_id and s.tenant_id):
+        missing = "AZURE_CLIENT_ID" if not s.client_id else "AZURE_TENANT_ID"
+        raise ConfigError(missing, "is required with AZURE_FEDERATED_TOKEN_FILE (workload identity)")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            raise ConfigError(name, "is required but not set")
+        return value
+
+    def number(
+        self,
+        name: str,
+        kind: Callable[[str], _T],
+        default: _T,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> _T:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a {getattr(kind, '__name__', 'number')}, got {raw!r}") from None
+        as_float = float(value)  # type: ignore[arg-type]
+        if minimum is not None and as_float < minimum:
+            raise ConfigError(name, f"must be at least {minimum:g}, got {raw!r}")
+        if maximum is not None and as_float > maximum:
+            raise ConfigError(name, f"must be at most {maximum:g}, got {raw!r}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+    def tags(self, name: str) -> dict[str, str]:
+        raw = self.optional(name)
+        if raw is None:
+            return {}
+        if raw.startswith("{"):
+            try:
+                parsed = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ConfigError(name, f"is not valid JSON: {e}") from None
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+                raise ConfigError(name, "must be a JSON object of string values")
+            return {str(k): v for k, v in parsed.items()}
+        tags: dict[str, str] = {}
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(name, f"entry {item!r} is not key=value")
+            tags[key.strip()] = value.strip()
+        return tags

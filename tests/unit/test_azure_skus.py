@@ -1,0 +1,182 @@
+"""SKU facts from Resource SKUs entries, remembered capacity failures, quota shortfalls, rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from azure.mgmt.compute.models import ResourceSku, Usage
+
+from fakes import skus as catalog
+from provisioner.cloud.azure.cache import TtlValue
+from provisioner.cloud.azure.quota import QuotaChecker, UsageLimit, index_usages, shortfall
+from provisioner.cloud.azure.ratelimit import TokenBucket
+from provisioner.cloud.azure.skus import (
+    UnavailableOfferings,
+    index_skus,
+    parse_resource_sku,
+    to_instance_type,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sku(name: str, location: str) -> ResourceSku:
+    info = catalog.get_sku(name)
+    assert info is not None
+    return ResourceSku(info.to_resource_sku(location))
+
+
+def test_facts_of_a_gpu_size_with_a_zone_restriction() -> None:
+    facts = parse_resource_sku(sku("Standard_NC24ads_A100_v4", "eastus"), "eastus")
+    assert facts is not None
+    assert (facts.family, facts.vcpus, facts.memory_gib, facts.gpus) == (
+        "standardNCADSA100v4Family",
+        24,
+        220,
+        1,
+    )
+    assert facts.zones == ("1", "2", "3")
+    assert facts.restricted_zones == {"1"}
+    assert facts.available_zones == ("2", "3")
+    assert facts.available and facts.is_gpu
+    assert not facts.usable_in_zone("1") and facts.usable_in_zone("2")
+
+
+def test_location_restriction_makes_a_size_unavailable() -> None:
+    facts = parse_resource_sku(sku("Standard_NC6s_v3", "westeurope"), "westeurope")
+    assert facts is not None
+    assert not facts.available and facts.restriction_reason == "NotAvailableForSubscription"
+    assert not facts.usable_in_zone(None)
+
+
+def test_index_skips_other_resource_types_and_is_case_insensitive() -> None:
+    disk = ResourceSku({"resourceType": "disks", "name": "Premium_LRS", "locations": ["eastus"]})
+    index = index_skus([disk, sku("Standard_D4s_v3", "eastus")], "eastus")
+    assert list(index) == ["standard_d4s_v3"]
+    assert index["standard_d4s_v3"].gpus == 0
+
+
+def test_unavailable_offerings_expire() -> None:
+    clock = FakeClock()
+    u = UnavailableOfferings(60, clock)
+    u.mark("Standard_NC24ads_A100_v4", ["2"])
+    u.mark("Standard_D4s_v3")
+    assert u.is_unavailable("standard_nc24ads_a100_v4", "2")
+    assert not u.is_unavailable("Standard_NC24ads_A100_v4", "3")
+    assert u.usable_zones("Standard_NC24ads_A100_v4", ["1", "2", "3"]) == ("1", "3")
+    assert u.is_unavailable("Standard_D4s_v3")
+    facts = parse_resource_sku(sku("Standard_NC24ads_A100_v4", "eastus"), "eastus")
+    assert facts is not None
+    it = to_instance_type(facts, "eastus", u)
+    assert it.zones == ("eastus-3",) and it.available
+    clock.now += 61
+    assert not u.is_unavailable("Standard_D4s_v3") and len(u) == 0
+
+
+def _usages() -> dict[str, UsageLimit]:
+    return index_usages(
+        [
+            Usage(
+                {
+                    "name": {"value": "cores", "localizedValue": "Total Regional vCPUs"},
+                    "currentValue": 10,
+                    "limit": 100,
+                    "unit": "Count",
+                }
+            ),
+            Usage(
+                {
+                    "name": {
+                        "value": "standardNCADSA100v4Family",
+                        "localizedValue": "Standard NCADSA100v4 Family vCPUs",
+                    },
+                    "currentValue": 24,
+                    "limit": 48,
+                    "unit": "Count",
+                }
+            ),
+            Usage(
+                {
+                    "name": {"value": "lowPriorityCores", "localizedValue": "Low"},
+                    "currentValue": 0,
+                    "limit": 8,
+                    "unit": "Count",
+                }
+            ),
+        ]
+    )
+
+
+def test_shortfall_names_family_needed_and_free() -> None:
+    u = _usages()
+    assert shortfall(u, "standardNCADSA100v4Family", 24, spot=False, location="eastus", vm_size="X") is None
+    short = shortfall(u, "standardNCADSA100v4Family", 48, spot=False, location="eastus", vm_size="X")
+    assert short is not None
+    assert (short.family, short.vcpus_needed, short.vcpus_free, short.code) == (
+        "standardNCADSA100v4Family",
+        48,
+        24,
+        "QuotaExceeded",
+    )
+    assert "48 vCPUs" in short.message and "24 of 48 free" in short.message
+    spot = shortfall(u, "standardNCADSA100v4Family", 24, spot=True, location="eastus", vm_size="X")
+    assert spot is not None and spot.family == "lowPriorityCores"
+    assert shortfall(u, "unknownFamily", 24, spot=False, location="eastus", vm_size="X") is None
+
+
+async def test_quota_checker_rereads_a_short_answer_and_counts_own_creates() -> None:
+    clock = FakeClock()
+    calls = 0
+    limit = 48
+
+    async def load() -> dict[str, UsageLimit]:
+        nonlocal calls
+        calls += 1
+        return {"fam": UsageLimit("fam", 24, limit)}
+
+    q = QuotaChecker(load, ttl=60, recheck=5, location="eastus", clock=clock)
+    await q.check("fam", 24, spot=False, vm_size="X")
+    q.record_create("fam", 24, spot=False)
+    clock.now += 1
+    try:
+        await q.check("fam", 24, spot=False, vm_size="X")
+        raise AssertionError("expected a shortfall")
+    except Exception as e:
+        assert getattr(e, "vcpus_free", None) == 0
+    assert calls == 1  # fresh cache: the short answer is trusted
+    limit = 96
+    clock.now += 10
+    await q.check("fam", 24, spot=False, vm_size="X")  # older than recheck: read again, now fits
+    assert calls == 2
+
+
+async def test_ttl_value_shares_one_load() -> None:
+    calls = 0
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return calls
+
+    v = TtlValue(load, 60)
+    assert await asyncio.gather(v.get(), v.get(), v.get()) == [1, 1, 1]
+    v.invalidate()
+    assert await v.get() == 2
+
+
+async def test_token_bucket_bounds_the_rate() -> None:
+    bucket = TokenBucket(rate=100, burst=2)
+    start = time.monotonic()
+    for _ in range(7):
+        await bucket.acquire()
+    elapsed = time.monotonic() - start
+    assert elapsed >= 0.045  # 2 free, then 5 at 10 ms each
+    assert bucket.waited_seconds > 0
