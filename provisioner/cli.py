@@ -78,10 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(settings.log_level, settings.log_format)
     try:
-        asyncio.run(operator.run(settings, kubeconfig=args.kubeconfig))
+        return asyncio.run(operator.run(settings, kubeconfig=args.kubeconfig))
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 if __name__ == "__main__":

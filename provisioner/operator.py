@@ -10,9 +10,12 @@ away from Nodes and from claims that are not ours, and keeps our progress out of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +25,11 @@ from provisioner.claims.dialects import DIALECTS, Dialect
 from provisioner.cloud.provider import CloudProvider, ProviderContext
 from provisioner.cloud.registry import load_provider
 from provisioner.controller import Controller
+from provisioner.endpoints import ReadinessProbe, Servers
 from provisioner.events import EventRecorder
 from provisioner.gc import GarbageCollector
 from provisioner.kube import NODES, KubeClient
+from provisioner.leader import LeaderElector
 from provisioner.metrics import Metrics
 from provisioner.settings import Settings
 
@@ -59,9 +64,8 @@ async def _on_node(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
 
 async def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
     """kopf's built-in logins do not understand every kubeconfig; reuse the one our client loaded."""
-    kube = memo.kube or KubeClient.from_config(memo.kubeconfig)
-    memo.kube = kube
-    return kopf.ConnectionInfo(**kube.credentials())
+    assert memo.kube is not None
+    return kopf.ConnectionInfo(**memo.kube.credentials())
 
 
 async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
@@ -72,9 +76,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     settings.batching.idle_timeout = 0.1  # react to watch events promptly
 
     s = memo.settings
-    kube = memo.kube or KubeClient.from_config(memo.kubeconfig)
-    context = ProviderContext(env=dict(os.environ), cluster_name=s.cluster_name, kubeconfig=memo.kubeconfig)
-    cloud = load_provider(s.cloud, context)
+    kube, cloud = memo.kube, memo.cloud
+    assert kube is not None and cloud is not None, "run() creates the clients before the operator starts"
     controller = Controller(
         kube,
         cloud,
@@ -90,27 +93,31 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     controller.start()
     gc = GarbageCollector(controller, s.gc_interval, s.gc_orphan_grace)
     gc.start()
-    memo.kube, memo.cloud, memo.controller, memo.gc = kube, cloud, controller, gc
+    memo.controller, memo.gc = controller, gc
     logger.info("controller started (cloud=%s, workers=%d)", s.cloud, s.workers)
 
 
-async def _cleanup(memo: Runtime, **_: Any) -> None:
+async def _stop_controller(memo: Runtime, **_: Any) -> None:
     if memo.gc is not None:
         await memo.gc.stop()
     if memo.controller is not None:
         await memo.controller.stop()
+        logger.info("controller stopped")
+
+
+async def _cleanup(memo: Runtime) -> None:
+    await _stop_controller(memo)
     if memo.cloud is not None:
         await memo.cloud.close()
     if memo.kube is not None:
         await memo.kube.close()
-    logger.info("controller stopped")
 
 
 def make_registry() -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry, id="login")(_login)
     kopf.on.startup(registry=registry, id="startup")(_startup)
-    kopf.on.cleanup(registry=registry, id="cleanup")(_cleanup)
+    kopf.on.cleanup(registry=registry, id="cleanup")(_stop_controller)
     for dialect in DIALECTS.values():
         res = dialect.resource
         kopf.on.event(res.group, res.version, res.plural, registry=registry, id=f"watch-{dialect.name}")(
@@ -120,17 +127,79 @@ def make_registry() -> kopf.OperatorRegistry:
     return registry
 
 
-async def run(
-    settings: Settings, *, kubeconfig: str | None = None, stop_flag: asyncio.Event | None = None
-) -> None:
-    """Run the operator until ``stop_flag`` is set (or the process is signalled)."""
+def _lease_namespace(settings: Settings) -> str:
+    if settings.leader_election_namespace:
+        return settings.leader_election_namespace
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "kube-system"
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or "kube-system"
+
+
+async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
     if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own machinery reads it
     runtime = Runtime(settings=settings, kubeconfig=kubeconfig)
-    await kopf.operator(
-        registry=make_registry(),
-        clusterwide=True,
-        standalone=True,
-        memo=runtime,
-        stop_flag=stop_flag,
+    kube = runtime.kube = KubeClient.from_config(kubeconfig)
+    context = ProviderContext(env=dict(os.environ), cluster_name=settings.cluster_name, kubeconfig=kubeconfig)
+    cloud = runtime.cloud = load_provider(settings.cloud, context)
+    readiness = ReadinessProbe(kube, getattr(cloud, "check", None))
+    servers = Servers()
+    await servers.start(
+        bind=settings.bind_address,
+        metrics_port=settings.metrics_port,
+        health_port=settings.health_port,
+        metrics=runtime.metrics,
+        readiness=readiness,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    elector: LeaderElector | None = None
+    try:
+        if settings.leader_elect:
+            elector = LeaderElector(
+                kube,
+                namespace=_lease_namespace(settings),
+                name=settings.leader_election_name,
+                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                lease_duration=settings.lease_duration,
+                renew_deadline=settings.renew_deadline,
+                retry_period=settings.retry_period,
+                on_change=lambda leader: runtime.metrics.leader.set(1 if leader else 0),
+            )
+            if not await elector.acquire(stop):
+                return 0
+        else:
+            runtime.metrics.leader.set(1)
+        # kopf installs its own SIGTERM/SIGINT handlers once running; it then stops by itself.
+        operator = asyncio.create_task(
+            kopf.operator(registry=make_registry(), clusterwide=True, standalone=True, memo=runtime),
+            name="kopf",
+        )
+        waiters = [operator]
+        holder = asyncio.create_task(elector.hold(), name="lease") if elector else None
+        if holder is not None:
+            waiters.append(holder)
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait([*waiters, stopper], return_when=asyncio.FIRST_COMPLETED)
+        lost = holder is not None and holder in done
+        if lost and runtime.controller is not None:
+            # Stop acting at once: nothing may be written by a replica that is no longer the leader.
+            await runtime.controller.stop()
+        for task in (operator, holder, stopper):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (operator, holder, stopper):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        return 1 if lost else 0
+    finally:
+        if elector is not None:
+            await elector.release()
+        await servers.stop()
+        await _cleanup(runtime)
