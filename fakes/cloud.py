@@ -13,6 +13,10 @@ Built by the registry as ``FakeCloud(context)``; settings come from ``context.en
 ``FAKE_CLOUD_QUOTAS`` (``family=vcpus,...`` on top of ``fakes.skus.default_quotas()``),
 ``FAKE_CLOUD_CAPACITY`` (``Standard_X=count,...``; sizes not named are unlimited),
 ``FAKE_CLOUD_SEED``. Keyword arguments override the environment.
+
+With ``context.kubeconfig`` set (``gpu-provisioner controller --cloud fake``) a
+``fakes.simulator.NodeSimulator`` registers a Node for every running instance, unless
+``FAKE_CLOUD_SIMULATE_NODES=false``; its own settings are the ``FAKE_NODE_*`` variables.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import re
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fakes import skus
 from provisioner.cloud import (
@@ -42,9 +46,13 @@ from provisioner.cloud import (
     InvalidSpec,
     NotFound,
     ProviderContext,
+    Taint,
     Transient,
 )
 from provisioner.cloud.naming import pool_name
+
+if TYPE_CHECKING:
+    from fakes.simulator import NodeSimulator
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +159,7 @@ class _Record:
     family: str
     vcpus: int
     announced: bool = False
+    taints: tuple[Taint, ...] = ()
 
 
 @dataclass
@@ -283,6 +292,14 @@ class FakeCloud:
         self._changed: asyncio.Event | None = None
         self._closed = False
 
+        self.simulator: NodeSimulator | None = None
+        if ctx.kubeconfig:
+            from fakes.simulator import NodeSimulator, simulate_nodes_enabled
+
+            if simulate_nodes_enabled(env):
+                self.simulator = NodeSimulator.from_kubeconfig(ctx.kubeconfig, env)
+                self.simulator.attach(self)
+
     # --- configuration at run time -------------------------------------------------------
 
     def set_capacity(self, instance_type: str, count: int | None) -> None:
@@ -345,6 +362,11 @@ class FakeCloud:
         """Every instance, ours and foreign, without recording a call."""
         return [rec.instance for rec in self._records.values()]
 
+    def taints_of(self, name: str) -> tuple[Taint, ...]:
+        """The taints ``name`` was requested with (its pool's node taints)."""
+        rec = self._records.get(name)
+        return rec.taints if rec else ()
+
     def peek(self, name: str) -> Instance | None:
         """The instance called ``name`` without recording a call."""
         rec = self._records.get(name)
@@ -385,7 +407,9 @@ class FakeCloud:
         self._validate(request)
         placement = self._place(request)
         instance = self._build_instance(request, placement)
-        self._records[request.name] = _Record(instance, placement.sku.family, placement.sku.vcpus)
+        self._records[request.name] = _Record(
+            instance, placement.sku.family, placement.sku.vcpus, taints=tuple(request.taints)
+        )
         self._notify_changed()
 
         rule = self._match_rule("create", request.name, ("late", "hang"))
@@ -455,6 +479,8 @@ class FakeCloud:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.simulator is not None:
+            await self.simulator.close()
 
     async def __aenter__(self) -> FakeCloud:
         return self

@@ -9,11 +9,12 @@ create, patch, delete, and the Eviction subresource, on plain dict objects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -202,6 +203,23 @@ class KubeClient:
         if status >= 400:
             raise _error_for(status, text)
         return cast(Body, json.loads(text)) if text else {}
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, params: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A long-lived GET (a watch): the response, for reading its body incrementally.
+
+        The client's total timeout does not apply; the stream ends when no byte arrives for
+        ``read_timeout`` seconds. Errors (status >= 400) are raised as ApiError before yielding.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+        async with self.session.get(
+            self._base + path, params=params, headers=self._headers(), ssl=self._ssl, timeout=timeout
+        ) as resp:
+            if resp.status >= 400:
+                raise _error_for(resp.status, await resp.text())
+            yield resp
 
     # -- verbs ----------------------------------------------------------------------------------
 

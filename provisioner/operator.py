@@ -143,7 +143,11 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own machinery reads it
     runtime = Runtime(settings=settings, kubeconfig=kubeconfig)
     kube = runtime.kube = KubeClient.from_config(kubeconfig)
-    context = ProviderContext(env=dict(os.environ), cluster_name=settings.cluster_name, kubeconfig=kubeconfig)
+    context = ProviderContext(
+        env=dict(os.environ),
+        cluster_name=settings.cluster_name,
+        kubeconfig=kubeconfig or os.environ.get("KUBECONFIG") or None,
+    )
     cloud = runtime.cloud = load_provider(settings.cloud, context)
     readiness = ReadinessProbe(kube, getattr(cloud, "check", None))
     servers = Servers()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
@@ -26,6 +26,7 @@ _SUFFIXES: dict[str, Decimal] = {
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
 
 GIB = Decimal(2**30)
+_WIDE = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
@@ -35,13 +36,16 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if not match:
         raise ValueError(f"{value!r} is not a Kubernetes quantity")
     number, suffix = match.groups()
-    try:
-        return Decimal(number) * _SUFFIXES[suffix]
-    except InvalidOperation as e:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity") from e
+    # A context wide enough that no exponent a quantity can carry overflows.
+    with localcontext(_WIDE):
+        try:
+            return Decimal(number) * _SUFFIXES[suffix]
+        except ArithmeticError as e:
+            raise ValueError(f"{value!r} is not a Kubernetes quantity") from e
 
 
 def is_zero(value: str) -> bool:
+    """True for zero and for text that is not a quantity (nothing usable is there)."""
     try:
         return parse_quantity(value) == 0
     except ValueError:

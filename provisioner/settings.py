@@ -9,6 +9,7 @@ read from the same environment by it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -146,23 +147,37 @@ class Settings:
             except ValueError as e:
                 errors.append(f"{f.metadata['env']}={raw!r}: {e}")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        # Values that did not parse keep their defaults here, so every other mistake is found too.
+        settings = cls(**values)
+        errors += settings.problems(skip={e.split("=", 1)[0] for e in errors})
         if errors:
             raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
-        settings = cls(**values)
-        settings.validate()
         return settings
 
     def validate(self) -> None:
+        errors = self.problems()
+        if errors:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+
+    def problems(self, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """One line per invalid value (settings named in ``skip`` are not checked)."""
         errors: list[str] = []
         for f in self.fields():
             value = getattr(self, f.name)
             name = f.metadata["env"]
+            if name in skip:
+                continue
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 errors.append(f"{name}={value!r}: must be one of {', '.join(f.metadata['choices'])}")
-            if isinstance(value, float | int) and not isinstance(value, bool) and value < 0:
+            elif f.name == "workers":
+                if value < 1:
+                    errors.append(f"WORKERS={value}: must be at least 1")
+            elif isinstance(value, float) and not math.isfinite(value):
+                errors.append(f"{name}={value!r}: must be a finite number of seconds")
+            elif isinstance(value, float | int) and not isinstance(value, bool) and value < 0:
                 errors.append(f"{name}={value!r}: must not be negative")
-        if self.workers < 1:
-            errors.append(f"WORKERS={self.workers}: must be at least 1")
+            elif f.name in _POSITIVE and value == 0:
+                errors.append(f"{name}=0: must be greater than zero (it is an interval between checks)")
         if self.leader_elect and not self.retry_period < self.renew_deadline < self.lease_duration:
             errors.append(
                 "leader election needs LEADER_ELECTION_RETRY_SECONDS < LEADER_ELECTION_RENEW_SECONDS "
@@ -174,9 +189,13 @@ class Settings:
                 errors.append(f"{port_field.upper()}={port}: must be a TCP port (0-65535)")
         if self.capacity_retry_max < self.capacity_retry_base:
             errors.append("CAPACITY_RETRY_MAX_SECONDS must not be smaller than CAPACITY_RETRY_BASE_SECONDS")
-        if errors:
-            raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+        return errors
 
+
+#: Intervals between repeated work; zero would be a busy loop.
+_POSITIVE = frozenset(
+    {"launch_poll_interval", "drain_retry_interval", "gc_interval", "retry_period", "capacity_retry_base"}
+)
 
 _PARSERS: dict[type, Callable[[str], Any]] = {
     str: str,

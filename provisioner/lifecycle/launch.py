@@ -44,7 +44,8 @@ def _reason(*parts: str | None) -> str:
 
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Delay before retry number ``attempt`` (1-based): base, 2*base, 4*base ... capped."""
-    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+    exponent = min(max(0, attempt - 1), 32)  # 2**32 * any base is past every sensible cap
+    return float(min(cap, base * 2**exponent))
 
 
 def _pending(claim: Claim, reason: str, message: str) -> Condition:
@@ -62,11 +63,31 @@ def invalid(claim: Claim, err: InvalidClaim | InvalidSpec) -> StepResult:
     )
 
 
+def capacity_detail(err: InsufficientCapacity) -> str:
+    """The cloud's words plus what the error's fields add (size, family, vCPUs needed and free)."""
+    text = str(err)
+    if text.startswith(ALL_INSTANCE_TYPES_UNAVAILABLE):
+        text = text[len(ALL_INSTANCE_TYPES_UNAVAILABLE) :].lstrip(" :")
+    facts = []
+    if err.instance_type and err.instance_type not in text:
+        facts.append(f"instance type {err.instance_type}")
+    if err.family and err.family not in text:
+        facts.append(f"family {err.family}")
+    if err.vcpus_needed is not None and err.vcpus_free is not None:
+        counts = f"{err.vcpus_needed} vCPUs needed, {err.vcpus_free} free"
+        if counts not in text:
+            facts.append(counts)
+    extra = "; ".join(facts)
+    if not extra:
+        return text
+    return f"{text} ({extra})" if text else extra
+
+
 def insufficient_capacity(
     claim: Claim, err: InsufficientCapacity, attempt: int, settings: Settings
 ) -> StepResult:
     """No candidate had capacity: Launched False with Kaito's text, one event, retry with backoff."""
-    detail = str(err)
+    detail = capacity_detail(err)
     message = ALL_INSTANCE_TYPES_UNAVAILABLE
     if dialect_of(claim).name != "machine":
         message = f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {detail}"

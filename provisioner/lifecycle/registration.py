@@ -2,7 +2,7 @@
 
 A Node belongs to a claim when its ``spec.providerID`` equals the claim's, or when its agent-pool
 label names the claim's instance (AKS only reports the VMSS instance once the node exists). The
-Node must end with every claim label, the claim's taints, an ownerReference to the claim, our
+Node must end with every claim label and annotation, the claim's taints, an ownerReference to the claim, our
 termination finalizer and ``karpenter.sh/registered=true``; the ``karpenter.sh/unregistered``
 taint is removed if present (AKS never adds it, so it is never waited for).
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from provisioner.claims.dialects import dialect_of, parse_taints, taint_body
 from provisioner.claims.model import (
+    ANNOTATION_PREFIX,
     REGISTERED_LABEL,
     TERMINATION_FINALIZER,
     UNREGISTERED_TAINT_KEY,
@@ -27,6 +28,9 @@ from provisioner.lifecycle.request import node_labels
 from provisioner.lifecycle.result import Event, EventType, StepResult
 
 Node = Mapping[str, Any]
+
+#: Claim annotations that are bookkeeping of their writer, not facts about the node.
+_PRIVATE_ANNOTATION_PREFIXES = (f"{ANNOTATION_PREFIX}/", "kubectl.kubernetes.io/")
 
 #: Labels that name the agent pool a node belongs to (AKS sets both).
 POOL_LABELS = ("kubernetes.azure.com/agentpool", "agentpool")
@@ -59,6 +63,14 @@ def desired_node_patch(node: Node, claim: Claim, extra_labels: Mapping[str, str]
     metadata: dict[str, Any] = {}
     if label_patch:
         metadata["labels"] = label_patch
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    annotation_patch = {
+        k: v
+        for k, v in claim.annotations.items()
+        if not k.startswith(_PRIVATE_ANNOTATION_PREFIXES) and annotations.get(k) != v
+    }
+    if annotation_patch:
+        metadata["annotations"] = annotation_patch
 
     finalizers = list(meta.get("finalizers") or [])
     if TERMINATION_FINALIZER not in finalizers:

@@ -70,10 +70,13 @@ def _os_disk_gib(claim: Claim) -> tuple[int | None, str | None]:
             raise InvalidClaim("InvalidStorageRequest", f"resources.requests.{key}: {e}") from e
         if value <= 0:
             raise InvalidClaim("InvalidStorageRequest", f"resources.requests.{key}={raw} must be positive")
-        if str(raw).strip().isdigit() and value < _BARE_NUMBER_GIB_LIMIT:
-            gib = int(value)
-        else:
-            gib = int((value + GIB - 1) // GIB)
+        bare_gib = str(raw).strip().isdigit() and value < _BARE_NUMBER_GIB_LIMIT
+        if (value if bare_gib else value / GIB) > MAX_OS_DISK_GIB:
+            raise InvalidClaim(
+                "InvalidStorageRequest",
+                f"resources.requests.{key}={raw} is larger than the largest OS disk ({MAX_OS_DISK_GIB} GiB)",
+            )
+        gib = int(value) if bare_gib else int((value + GIB - 1) // GIB)
         if gib > MAX_OS_DISK_GIB:
             raise InvalidClaim(
                 "InvalidStorageRequest",

@@ -1,0 +1,187 @@
+"""The fake ARM server as a separate process (``python -m fakes.arm``), driven over its admin API.
+
+The controller under test talks to it with ``--cloud azure`` through the real Azure SDK; its node
+simulator registers Nodes in the test API server, as AKS would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import REPO, wait_for
+
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+RESOURCE_GROUP = "rg-gpu"
+CLUSTER = "aks-gpu"
+LOCATION = "eastus"
+TENANT = "11111111-1111-1111-1111-111111111111"
+CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+
+
+class FakeArm:
+    def __init__(self, workdir: Path, kubeconfig: Path, config: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.kubeconfig = kubeconfig
+        self.config = {"latency": {"create": 1.0, "update": 0.5, "delete": 1.0}, **(config or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+        self.ca_bundle = ""
+        self.authority = ""
+
+    def start(self) -> FakeArm:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "arm-config.json"
+        config_path.write_text(json.dumps(self.config))
+        log = (self.workdir / "fake-arm.log").open("a")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fakes.arm",
+                "--port",
+                "0",
+                "--state-dir",
+                str(self.workdir / "arm-state"),
+                "--config",
+                str(config_path),
+                "--kubeconfig",
+                str(self.kubeconfig),
+            ],
+            cwd=REPO,
+            env={**os.environ, "FAKE_NODE_PROFILE": "fast"},
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        values: dict[str, str] = {}
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line == "READY":
+                break
+            key, _, value = line.partition("=")
+            values[key] = value
+        else:
+            raise AssertionError(
+                f"fake ARM exited before READY:\n{(self.workdir / 'fake-arm.log').read_text()}"
+            )
+        self.endpoint = values["ARM_ENDPOINT"]
+        self.ca_bundle = values["ARM_CA_BUNDLE"]
+        self.authority = values["AZURE_AUTHORITY_HOST"]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def controller_env(self) -> dict[str, str]:
+        """What ``--cloud azure`` needs to use this server (workload identity with a token file)."""
+        token_file = self.workdir / "sa-token"
+        token_file.write_text(
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06Z3B1In0."
+        )
+        return {
+            "ARM_ENDPOINT": self.endpoint,
+            "ARM_CA_BUNDLE": self.ca_bundle,
+            "AZURE_AUTHORITY_HOST": self.authority,
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_ID": CLIENT_ID,
+            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+            "ARM_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "ARM_RESOURCE_GROUP": RESOURCE_GROUP,
+            "AZURE_CLUSTER_NAME": CLUSTER,
+            "LOCATION": LOCATION,
+            # Short caches so tests see changes within seconds.
+            "AZURE_LIST_CACHE_SECONDS": "0.5",
+            "AZURE_USAGE_CACHE_SECONDS": "0.5",
+            "AZURE_QUOTA_RECHECK_SECONDS": "0.5",
+            "AZURE_UNAVAILABLE_SKU_SECONDS": "1",
+        }
+
+    # -- admin API -----------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.endpoint + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        ctx = ssl.create_default_context(cafile=self.ca_bundle)
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=15) as resp:
+                text = resp.read().decode()
+                return resp.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            return e.code, json.loads(text) if text else None
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = self.call(method, f"/_fake/{path}", body)
+        assert status < 300, (status, data)
+        return data
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        query = "&".join(
+            f"{k}={urllib.request.quote(v)}" for k, v in (("method", method), ("path", path)) if v
+        )
+        return list(self.admin("GET", f"requests?{query}")["requests"])
+
+    def count(self, method: str, pool: str) -> int:
+        """Requests of ``method`` on the agent pool itself (not its operation status)."""
+        return len(self.requests(method, f"/agentPools/{pool}$"))
+
+    def pools(self) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in self.admin("GET", "pools")["pools"]}
+
+    def set_quota(self, family: str, limit: int) -> None:
+        self.admin("POST", "quota", {"location": LOCATION, "limits": {family: limit}})
+
+    def set_latency(self, **latency: float) -> None:
+        self.admin("POST", "settings", {"latency": latency})
+
+    def pool_path(self, name: str) -> str:
+        return (
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+            f"Microsoft.ContainerService/managedClusters/{CLUSTER}/agentPools/{name}?api-version=2026-08-01"
+        )
+
+    def token(self) -> str:
+        return str(self.admin("POST", "tokens", {})["access_token"])
+
+    def put_pool(self, name: str, vm_size: str, tags: dict[str, str]) -> None:
+        body = {
+            "properties": {"vmSize": vm_size, "count": 1, "mode": "User", "osType": "Linux", "tags": tags}
+        }
+        status, data = self.call("PUT", self.pool_path(name), body, token=self.token())
+        assert status in (200, 201), (status, data)
+
+    def delete_pool(self, name: str) -> None:
+        status, data = self.call("DELETE", self.pool_path(name), token=self.token())
+        assert status in (200, 202, 204), (status, data)
+
+    def wait_pool_gone(self, name: str, timeout: float = 60) -> None:
+        wait_for(f"pool {name} gone", lambda: name not in self.pools(), timeout)
+
+
+def our_tags(claim_name: str, claim_uid: str | None = None) -> dict[str, str]:
+    return {
+        "gpu-provisioner.sh_managed-by": "gpu-provisioner",
+        "gpu-provisioner.sh_claim-name": claim_name,
+        "gpu-provisioner.sh_claim-uid": claim_uid or str(uuid.uuid4()),
+    }

@@ -1,0 +1,213 @@
+"""The production code path end to end: ``--cloud azure`` through the real Azure SDK to the fake ARM
+server (whose node simulator joins Nodes to the real API server), with the controller as a process.
+
+The fake's request log is the witness for cloud-call economy and for "no pool leaked".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cluster
+from tests.e2e.fakearm import FakeArm, our_tags
+from tests.e2e.harness import (
+    Controller,
+    condition_status,
+    conditions,
+    create,
+    delete_and_wait,
+    event_reasons,
+    events_for,
+    get_json,
+    wait_for,
+)
+from tests.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
+
+pytestmark = pytest.mark.e2e
+
+KAITO_TEXT = "all requested instance types were unavailable during launch"
+A100 = "Standard_NC24ads_A100_v4"
+A100_FAMILY = "standardNCADSA100v4Family"
+T4 = "Standard_NC4as_T4_v3"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("azure-flow")
+
+
+@pytest.fixture(scope="module")
+def arm(cluster: Cluster, workdir: Path) -> Iterator[FakeArm]:
+    server = FakeArm(workdir, cluster.kubeconfig).start()
+    yield server
+    server.stop()
+
+
+def _controller(cluster: Cluster, workdir: Path, arm: FakeArm, **env: str) -> Controller:
+    return Controller(cluster, workdir, cloud="azure", env={**arm.controller_env(), **env})
+
+
+@pytest.fixture(scope="module")
+def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Controller]:
+    ctl = _controller(cluster, workdir, arm).start()
+    yield ctl
+    ctl.stop()
+
+
+def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
+    obj = get_json(cluster, kind, name)
+    return obj if condition_status(obj, "Ready") == "True" else None
+
+
+def test_kaito_machine_flow_costs_one_put_and_one_delete(
+    cluster: Cluster, controller: Controller, arm: FakeArm
+) -> None:
+    name = random_claim_name()
+    create(cluster, controller.label(kaito_machine(name, instance_type=A100)))
+    machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    node = get_json(cluster, "node", machine["status"]["nodeName"])
+    assert node is not None
+    assert node["metadata"]["labels"]["kubernetes.azure.com/agentpool"] == name
+    assert machine["status"]["capacity"]["nvidia.com/gpu"] == "1"
+
+    pool = arm.pools()[name]
+    props = pool.get("properties", pool)
+    assert props["vmSize"] == A100
+    assert props["count"] == 1
+    assert props["nodeTaints"] == ["sku=gpu:NoSchedule"]
+    assert props["osDiskSizeGB"] == 120
+    assert props["nodeLabels"]["kaito.sh/workspace"] == machine["metadata"]["labels"]["kaito.sh/workspace"]
+
+    delete_and_wait(cluster, "machine", name)
+    arm.wait_pool_gone(name)
+    assert arm.count("PUT", name) == 1
+    assert arm.count("DELETE", name) == 1
+
+
+def test_nodeclaim_flow(cluster: Cluster, controller: Controller, arm: FakeArm) -> None:
+    name = random_claim_name()
+    create(cluster, controller.label(kaito_nodeclaim(name, instance_type=A100)))
+    claim = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+    assert claim["status"]["imageID"]
+    assert arm.pools()[name]["properties"]["nodeLabels"]["karpenter.sh/nodepool"] == "kaito"
+    delete_and_wait(cluster, "nodeclaim", name)
+    arm.wait_pool_gone(name)
+    assert arm.count("PUT", name) == 1
+
+
+def test_quota_short_waits_without_a_put_and_launches_when_raised(
+    cluster: Cluster, controller: Controller, arm: FakeArm
+) -> None:
+    arm.set_quota(A100_FAMILY, 0)
+    name = random_claim_name()
+    try:
+        create(cluster, controller.label(kaito_nodeclaim(name, instance_type=A100)))
+        claim = wait_for(
+            "Launched False",
+            lambda: (
+                (c := get_json(cluster, "nodeclaim", name))
+                and condition_status(c, "Launched") == "False"
+                and c
+            ),
+        )
+        launched = conditions(claim)["Launched"]
+        assert launched["message"].startswith(KAITO_TEXT)
+        assert A100_FAMILY in launched["message"] and "24" in launched["message"], launched["message"]
+        wait_for("a retry", lambda: len(arm.requests("GET", "/usages")) >= 2, 30)
+        assert arm.count("PUT", name) == 0, "a doomed create must not cost an ARM write"
+        assert [e["reason"] for e in events_for(cluster, name)].count("InsufficientCapacityError") == 1
+    finally:
+        arm.set_quota(A100_FAMILY, 96)
+    wait_for("nodeclaim Ready after quota raise", lambda: _ready(cluster, "nodeclaim", name), 90)
+    assert arm.count("PUT", name) == 1
+    delete_and_wait(cluster, "nodeclaim", name)
+
+
+def test_controller_killed_mid_create_adopts_the_pool(
+    cluster: Cluster, workdir: Path, controller: Controller, arm: FakeArm
+) -> None:
+    # This test owns the module's controller from here on: it kills it and starts its replacement.
+    arm.set_latency(create=4.0)
+    name = random_claim_name()
+    try:
+        create(cluster, controller.label(kaito_machine(name, instance_type=A100)))
+        wait_for("PUT sent", lambda: arm.count("PUT", name) == 1, 30)
+        controller.kill()
+        replacement = Controller(
+            cluster, workdir, cloud="azure", env=controller.env, run_id=controller.run_id
+        )
+        replacement.start()
+        try:
+            wait_for("machine Ready after restart", lambda: _ready(cluster, "machine", name), 90)
+            assert arm.count("PUT", name) == 1, "the restarted controller must adopt, not re-create"
+            delete_and_wait(cluster, "machine", name)
+            arm.wait_pool_gone(name)
+        finally:
+            replacement.stop()
+    finally:
+        arm.set_latency(create=1.0)
+
+
+def test_deleting_a_claim_whose_pool_is_creating_leaves_no_pool(
+    cluster: Cluster, workdir: Path, arm: FakeArm
+) -> None:
+    ctl = _controller(cluster, workdir, arm).start()
+    arm.set_latency(create=5.0)
+    name = random_claim_name()
+    try:
+        create(cluster, ctl.label(kaito_machine(name, instance_type=T4)))
+        wait_for("PUT sent", lambda: arm.count("PUT", name) == 1, 30)
+        assert arm.pools()[name]["properties"]["provisioningState"] == "Creating"
+        cluster.kubectl("delete", "machine", name, "--wait=false")
+        wait_for("machine gone", lambda: get_json(cluster, "machine", name) is None, 90)
+        assert name not in arm.pools(), "the claim went away before its pool did"
+        assert arm.count("PUT", name) == 1
+    finally:
+        arm.set_latency(create=1.0)
+        ctl.stop()
+
+
+def test_orphaned_pool_is_collected_and_vanished_pool_deletes_its_claim(
+    cluster: Cluster, workdir: Path, arm: FakeArm
+) -> None:
+    ctl = _controller(cluster, workdir, arm).start()
+    try:
+        orphan = random_claim_name()
+        foreign = random_claim_name()
+        arm.put_pool(orphan, T4, our_tags(orphan))
+        arm.put_pool(foreign, T4, {"team": "someone-else"})
+        arm.wait_pool_gone(orphan, 60)
+        assert arm.count("DELETE", orphan) == 1
+        assert foreign in arm.pools(), "a pool we did not create must never be touched"
+
+        name = random_claim_name()
+        create(cluster, ctl.label(kaito_machine(name, instance_type=T4)))
+        wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+        arm.delete_pool(name)
+        wait_for(
+            "machine deleted after its pool vanished", lambda: get_json(cluster, "machine", name) is None, 60
+        )
+        assert "InstanceNotFound" in ctl.log() or "NodeDeleted" in event_reasons(cluster, name)
+        arm.delete_pool(foreign)
+    finally:
+        ctl.stop()
+
+
+def test_delete_on_insufficient_capacity_is_a_setting(cluster: Cluster, workdir: Path, arm: FakeArm) -> None:
+    ctl = _controller(cluster, workdir, arm, DELETE_ON_INSUFFICIENT_CAPACITY="true").start()
+    arm.set_quota(A100_FAMILY, 0)
+    try:
+        name = random_claim_name()
+        create(cluster, ctl.label(kaito_machine(name, instance_type=A100)))
+        wait_for(
+            "machine deleted on insufficient capacity", lambda: get_json(cluster, "machine", name) is None, 60
+        )
+        assert "InsufficientCapacityError" in event_reasons(cluster, name)
+        assert arm.count("PUT", name) == 0
+    finally:
+        arm.set_quota(A100_FAMILY, 96)
+        ctl.stop()
