@@ -276,9 +276,13 @@ class Controller:
             prepared = prepare(claim, instance_name, self.settings)
         except InvalidClaim as e:
             return launch.invalid(claim, e)
-        await self._publish(
-            claim, tuple(Event(EventType.WARNING, "InvalidStorageRequest", w) for w in prepared.warnings)
-        )
+        warnings = [Event(EventType.WARNING, "InvalidStorageRequest", w) for w in prepared.warnings]
+        cloud_warnings = getattr(self.cloud, "warnings", None)
+        if callable(cloud_warnings):
+            warnings += [
+                Event(EventType.WARNING, "LaunchWarning", w) for w in cloud_warnings(prepared.request)
+            ]
+        await self._publish(claim, tuple(warnings))
         attempt = self.attempts.get(claim.uid, 0)
         try:
             instance: Instance = await self._cloud("create", lambda: self.cloud.create(prepared.request))

@@ -563,6 +563,8 @@ class PoolStore:
             op.status = "Failed"
             op.error = error_object(code, message)
             pool.properties["provisioningState"] = "Failed"
+            # AKS reports why on the pool itself, too (properties.status.provisioningError).
+            pool.properties.setdefault("status", {})["provisioningError"] = error_object(code, message)
             pool.etag = str(uuid.uuid4())
             pool.properties["eTag"] = pool.etag
             return

@@ -28,6 +28,13 @@ class CloudProvider(Protocol):
     """A cloud that creates one instance (on AKS: one agent pool of one node) per claim.
 
     Every method raises only ``provisioner.cloud.errors.CloudError`` subclasses for cloud failures.
+
+    Two optional methods are used when a provider has them:
+
+    * ``async check() -> tuple[bool, str]`` — whether the cloud accepts our credentials now
+      (``/readyz`` reports it);
+    * ``warnings(request) -> tuple[str, ...]`` — what of a request will not reach the node as
+      asked (e.g. labels the cloud refuses); each becomes a Warning event on the claim.
     """
 
     def instance_name(self, claim_name: str) -> str:

@@ -305,10 +305,8 @@ async def test_a_late_failure_is_read_back_with_get(cloud: AzureCloud, arm: Fake
     failure = (await cloud.get(req.name)).failure
     stored = arm.pool(req.name)
     assert stored is not None and stored.provisioning_state == "Failed"
-    if (stored.properties.get("status") or {}).get("provisioningError"):
-        assert isinstance(failure, InsufficientCapacity) and failure.code == "ZonalAllocationFailed"
-    else:  # AKS reports status.provisioningError; without it only the state is known
-        assert isinstance(failure, Transient) and "provisioningError" in failure.message
+    assert stored.properties["status"]["provisioningError"]["code"] == "ZonalAllocationFailed"
+    assert isinstance(failure, InsufficientCapacity) and failure.code == "ZonalAllocationFailed"
 
 
 async def test_connection_errors_are_transient(cloud: AzureCloud, arm: FakeArm) -> None:
