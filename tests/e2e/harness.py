@@ -82,10 +82,12 @@ class Controller:
         cloud: str = "fake",
         env: Mapping[str, str] | None = None,
         run_id: str | None = None,
+        kubeconfig: Path | None = None,
     ) -> None:
         """``run_id`` names the claim selector and Lease; pass another controller's to replace it."""
         self.cluster = cluster
         self.cloud = cloud
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.run_id = run_id = run_id or uuid.uuid4().hex[:8]
         self.selector = f"e2e.gpu-provisioner.sh/run-{run_id}"
         self.metrics_port, self.health_port = free_port(), free_port()
@@ -93,14 +95,15 @@ class Controller:
         self.env = {
             **os.environ,
             **FAST_SETTINGS,
-            "CLAIM_SELECTOR_LABELS": self.selector,
             "CLAIM_NODE_CLASS_KINDS": "",
             "LEADER_ELECTION_NAMESPACE": "default",
+            "BIND_ADDRESS": "127.0.0.1",
+            **(env or {}),
+            # Always this controller's own, even when ``env`` is another controller's.
+            "CLAIM_SELECTOR_LABELS": self.selector,
             "LEADER_ELECTION_NAME": f"gpu-provisioner-{run_id}",
             "METRICS_PORT": str(self.metrics_port),
             "HEALTH_PORT": str(self.health_port),
-            "BIND_ADDRESS": "127.0.0.1",
-            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -116,7 +119,7 @@ class Controller:
                 "--cloud",
                 self.cloud,
                 "--kubeconfig",
-                str(self.cluster.kubeconfig),
+                str(self.kubeconfig),
             ],
             cwd=REPO,
             env=self.env,

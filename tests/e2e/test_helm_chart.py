@@ -1,0 +1,728 @@
+"""The Helm chart: lint, render, schema, server-side validation and least-privilege RBAC.
+
+The pinned helm renders the chart the way `helm install` would; what it renders is sent to the real
+API server (`--dry-run=server`, so admission, schema and PodSecurity checks run), and the chart's
+ServiceAccount, roles and bindings are applied for real so `kubectl auth can-i --as=<the SA>` shows
+exactly what the controller may do: every call it makes, and nothing next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hack import cluster as local_cluster
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "gpu-provisioner"
+RELEASE = "gpu-provisioner"
+NAMESPACE = "gpu-provisioner"
+
+Obj = dict[str, Any]
+
+# A values file as the Azure/gpu-provisioner chart's install guide produces it (its values
+# template filled in by hack/deploy/configure-helm-values.sh), plus the defaults of its
+# values.yaml that such files carry along, including keys this chart accepts but ignores.
+AZURE_STYLE_VALUES = """
+replicas: 1
+controller:
+  image:
+    repository: mcr.microsoft.com/aks/kaito/gpu-provisioner
+    tag: 0.3.8
+    digest: ""
+  securityContext: {}
+  env:
+    - name: ARM_SUBSCRIPTION_ID
+      value: 00000000-0000-0000-0000-000000000001
+    - name: LOCATION
+      value: eastus
+    - name: AZURE_CLUSTER_NAME
+      value: kaito-cluster
+    - name: AZURE_NODE_RESOURCE_GROUP
+      value: MC_kaito-rg_kaito-cluster_eastus
+    - name: ARM_RESOURCE_GROUP
+      value: kaito-rg
+    - name: LEADER_ELECT
+      value: "false"
+    - name: E2E_TEST_MODE
+      value: "false"
+  envFrom: []
+  resources:
+    requests:
+      cpu: 200m
+    limits:
+      cpu: 500m
+  outputPaths: [stdout]
+  errorOutputPaths: [stderr]
+  logLevel: debug
+  logEncoding: ""
+  metrics:
+    port: 8000
+  healthProbe:
+    port: 8081
+workloadIdentity:
+  clientId: 11111111-2222-3333-4444-555555555555
+  tenantId: 66666666-7777-8888-9999-000000000000
+settings:
+  batchMaxDuration: 10s
+  batchIdleDuration: 1s
+  azure:
+    clusterName: kaito-cluster
+    vmMemoryOverheadPercent: 0.075
+    tags:
+  featureGates:
+    driftEnabled: false
+logLevel: debug
+logEncoding: console
+deploymentMode: self-hosted
+podDisruptionBudget:
+  name: gpu-provisioner
+  maxUnavailable: 1
+podSecurityContext:
+  fsGroup: 1000
+priorityClassName: system-cluster-critical
+terminationGracePeriodSeconds:
+hostNetwork: false
+dnsPolicy: Default
+dnsConfig: {}
+nodeSelector:
+  kubernetes.io/os: linux
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - key: kubernetes.azure.com/cluster
+              operator: Exists
+            - key: type
+              operator: NotIn
+              values: [virtual-kubelet]
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: "kubernetes.io/hostname"
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+tolerations:
+  - key: CriticalAddonsOnly
+    operator: Exists
+extraVolumes: []
+imagePullPolicy: IfNotPresent
+imagePullSecrets: []
+service:
+  annotations: {}
+serviceAccount:
+  create: true
+  name: ""
+  annotations: {}
+additionalClusterRoleRules: []
+serviceMonitor:
+  enabled: false
+  additionalLabels: {}
+  endpointConfig: {}
+revisionHistoryLimit: 10
+strategy:
+  rollingUpdate:
+    maxUnavailable: 1
+webhook:
+  logLevel: error
+  port: 8443
+"""
+
+# Every optional part switched on, with our own keys.
+EVERYTHING_ON_VALUES = """
+replicas: 3
+serviceMonitor:
+  enabled: true
+  additionalLabels:
+    release: kube-prometheus-stack
+  endpointConfig:
+    interval: 15s
+podDisruptionBudget:
+  enabled: true
+  minAvailable: 1
+workloadIdentity:
+  clientId: 11111111-2222-3333-4444-555555555555
+settings:
+  instanceTypeAllowlist: [Standard_NC24ads_A100_v4, Standard_NC6s_v3]
+  azure:
+    clusterName: kaito
+    subscriptionId: 00000000-0000-0000-0000-000000000001
+    resourceGroup: kaito-rg
+    location: westus3
+    tags:
+      team: ml
+controller:
+  image:
+    digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+  env:
+    - name: AZURE_CLUSTER_NAME
+      value: from-env
+"""
+
+VALUE_SETS = {"default": "", "azure-style": AZURE_STYLE_VALUES, "everything-on": EVERYTHING_ON_VALUES}
+
+
+class Helm:
+    """The pinned helm with its config/cache/data dirs in a temporary directory."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        self.home = home
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=120, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def values_file(self, text: str) -> list[str]:
+        """`-f <file>` arguments for a values document (none for an empty one)."""
+        if not text.strip():
+            return []
+        path = self.home / f"values-{uuid.uuid4().hex[:8]}.yaml"
+        path.write_text(text)
+        return ["-f", str(path)]
+
+    def template(
+        self,
+        values: str = "",
+        *set_args: str,
+        release: str = RELEASE,
+        namespace: str = NAMESPACE,
+    ) -> list[Obj]:
+        out = self.run(
+            "template", release, str(CHART), "--namespace", namespace, *self.values_file(values), *set_args
+        ).stdout
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    bin_dir = local_cluster.build_tools("helm")["helm"]
+    return Helm(bin_dir / "helm", tmp_path_factory.mktemp("helm"))
+
+
+def find(docs: Sequence[Obj], kind: str, name: str | None = None) -> list[Obj]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: Sequence[Obj], kind: str, name: str | None = None) -> Obj:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(docs: Sequence[Obj]) -> Obj:
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (controller,) = [c for c in pod["containers"] if c["name"] == "controller"]
+    return controller
+
+
+def env_of(docs: Sequence[Obj]) -> dict[str, str]:
+    entries = container(docs)["env"]
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), f"duplicate env names: {names}"
+    return {e["name"]: e.get("value") for e in entries if "valueFrom" not in e}
+
+
+def lease_rules(docs: Sequence[Obj]) -> list[Obj]:
+    return [
+        rule
+        for role in find(docs, "Role")
+        for rule in role["rules"]
+        if "coordination.k8s.io" in rule["apiGroups"]
+    ]
+
+
+# ------------------------------------------------------------------------------------- lint, schema
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_helm_lint_passes(helm: Helm, values: str) -> None:
+    proc = helm.run("lint", "--strict", str(CHART), *helm.values_file(values))
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("set_args", "path", "problem"),
+    [
+        (["--set", "replicas=two"], "/replicas", "want integer"),
+        (["--set-string", "controller.metrics.port=eighty"], "/controller/metrics/port", "want integer"),
+        (["--set", "leaderElection.enabled=maybe"], "/leaderElection/enabled", "want boolean"),
+        (["--set", "logLevel=verbose"], "/logLevel", "must be one of"),
+        (
+            ["--set", "controller.env[0].name=WORKERS", "--set", "controller.env[0].value=4"],
+            "/controller/env/0/value",
+            "want",
+        ),
+        (
+            ["--set", "settings.azure.subscriptionId=my-subscription"],
+            "/settings/azure/subscriptionId",
+            "pattern",
+        ),
+        (["--set", "serviceMonitor.enable=true"], "/serviceMonitor", "enable"),
+    ],
+    ids=[
+        "replicas-string",
+        "port-string",
+        "bool-string",
+        "log-level",
+        "env-value-number",
+        "subscription",
+        "typo",
+    ],
+)
+def test_values_schema_rejects_wrong_values(helm: Helm, set_args: list[str], path: str, problem: str) -> None:
+    for command in (["template", RELEASE], ["lint"]):
+        proc = helm.run(*command, str(CHART), *set_args, check=False)
+        assert proc.returncode != 0, f"helm {command[0]} accepted {set_args}"
+        message = proc.stdout + proc.stderr
+        assert "schema" in message and path in message and problem in message, message
+
+
+# ---------------------------------------------------------------------------------- rendered content
+
+
+def test_default_render_is_hardened_ha_and_leader_elected(helm: Helm) -> None:
+    docs = helm.template()
+    deployment = one(docs, "Deployment", RELEASE)
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    ctr = container(docs)
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = ctr["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in ctr["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert set(ctr["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(ctr["resources"]["limits"])
+
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    assert ports == {"http-metrics": 8080, "health": 8081}
+    assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert ctr["args"] == ["controller"]
+
+    env = env_of(docs)
+    assert env["CLOUD_PROVIDER"] == "azure"
+    assert env["METRICS_PORT"] == "8080" and env["HEALTH_PORT"] == "8081"
+    assert env["LEADER_ELECT"] == "true"
+    assert env["LEADER_ELECTION_NAMESPACE"] == NAMESPACE
+    assert env["LEADER_ELECTION_NAME"] == "gpu-provisioner-leader"
+    assert env["LOG_LEVEL"] == "info" and env["LOG_FORMAT"] == "json"
+
+    # The Lease Role names exactly the Lease the controller is told to use, in its namespace.
+    role = one(docs, "Role", f"{RELEASE}-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    named, create = lease_rules(docs)
+    assert named["resourceNames"] == [env["LEADER_ELECTION_NAME"]]
+    assert sorted(named["verbs"]) == ["get", "patch"]
+    assert create["verbs"] == ["create"] and "resourceNames" not in create
+
+    # Replicas spread over nodes; the selector filled in matches the pods.
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+
+    # Workload identity: pod label on, no client-id annotation until a client ID is given.
+    assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert "annotations" not in one(docs, "ServiceAccount", RELEASE)["metadata"]
+    assert pod["serviceAccountName"] == RELEASE
+
+    service = one(docs, "Service", RELEASE)
+    assert service["spec"]["ports"] == [
+        {"name": "http-metrics", "port": 8080, "targetPort": "http-metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == selector
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert not find(docs, "ServiceMonitor")
+
+
+def test_azure_chart_values_map_to_the_controller_settings(helm: Helm) -> None:
+    docs = helm.template(AZURE_STYLE_VALUES)
+    deployment = one(docs, "Deployment", RELEASE)
+    pod = deployment["spec"]["template"]["spec"]
+    ctr = container(docs)
+    env = env_of(docs)
+
+    assert deployment["spec"]["replicas"] == 1
+    assert ctr["image"] == "mcr.microsoft.com/aks/kaito/gpu-provisioner:0.3.8"
+    # controller.env passes through, and wins over what the chart would set (no duplicates).
+    assert env["ARM_SUBSCRIPTION_ID"] == "00000000-0000-0000-0000-000000000001"
+    assert env["ARM_RESOURCE_GROUP"] == "kaito-rg"
+    assert env["LOCATION"] == "eastus"
+    assert env["AZURE_NODE_RESOURCE_GROUP"] == "MC_kaito-rg_kaito-cluster_eastus"
+    assert env["AZURE_CLUSTER_NAME"] == "kaito-cluster"
+    assert env["E2E_TEST_MODE"] == "false"
+    assert env["LEADER_ELECT"] == "false"
+    # ... and leader election off means no Lease rights at all.
+    assert not lease_rules(docs)
+    # logLevel/logEncoding (zap names) become ours; the metrics port moves everywhere.
+    assert env["LOG_LEVEL"] == "debug" and env["LOG_FORMAT"] == "text"
+    assert env["METRICS_PORT"] == "8000"
+    assert {p["name"]: p["containerPort"] for p in ctr["ports"]}["http-metrics"] == 8000
+    assert one(docs, "Service")["spec"]["ports"][0]["port"] == 8000
+    # Resources merge with ours: their CPU, our memory.
+    assert ctr["resources"]["requests"] == {"cpu": "200m", "memory": "256Mi"}
+    assert ctr["resources"]["limits"] == {"cpu": "500m", "memory": "1Gi"}
+
+    # Workload identity as the Azure chart does it.
+    sa = one(docs, "ServiceAccount", RELEASE)
+    assert sa["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",
+        "azure.workload.identity/tenant-id": "66666666-7777-8888-9999-000000000000",
+    }
+    assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+
+    # `securityContext: {}` does not undo the hardening; fsGroup comes from their values.
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
+    assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["fsGroup"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["dnsPolicy"] == "Default"
+    assert pod["tolerations"] == [{"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "terminationGracePeriodSeconds" not in pod
+    (required,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert one(docs, "PodDisruptionBudget", "gpu-provisioner")["spec"]["maxUnavailable"] == 1
+
+
+def test_optional_parts_and_our_settings_keys(helm: Helm) -> None:
+    docs = helm.template(EVERYTHING_ON_VALUES)
+    env = env_of(docs)
+    assert env["ARM_SUBSCRIPTION_ID"] == "00000000-0000-0000-0000-000000000001"
+    assert env["ARM_RESOURCE_GROUP"] == "kaito-rg"
+    assert env["LOCATION"] == "westus3"
+    assert env["AZURE_CLUSTER_NAME"] == "from-env"  # controller.env beats settings.azure.clusterName
+    assert json.loads(env["AZURE_EXTRA_TAGS"]) == {"team": "ml"}
+    assert env["INSTANCE_TYPE_ALLOWLIST"] == "Standard_NC24ads_A100_v4,Standard_NC6s_v3"
+    assert container(docs)["image"] == (
+        "gpu-provisioner:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
+    assert one(docs, "ServiceAccount")["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555"
+    }
+
+    monitor = one(docs, "ServiceMonitor", RELEASE)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "http-metrics", "path": "/metrics", "interval": "15s"}]
+    service = one(docs, "Service", RELEASE)
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+    pdb = one(docs, "PodDisruptionBudget", RELEASE)
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    assert pdb["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]
+
+    off = helm.template(
+        "", "--set", "podDisruptionBudget.enabled=false", "--set", "workloadIdentity.enabled=false"
+    )
+    assert not find(off, "PodDisruptionBudget")
+    assert (
+        "azure.workload.identity/use" not in one(off, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def test_service_account_and_lease_names_follow_the_values(helm: Helm) -> None:
+    docs = helm.template(
+        "",
+        "--set", "serviceAccount.create=false",
+        "--set", "serviceAccount.name=existing-sa",
+        "--set", "leaderElection.leaseName=my-lease",
+    )  # fmt: skip
+    assert not find(docs, "ServiceAccount")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "existing-sa"
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "existing-sa", "namespace": NAMESPACE}
+        ]
+    assert env_of(docs)["LEADER_ELECTION_NAME"] == "my-lease"
+    assert lease_rules(docs)[0]["resourceNames"] == ["my-lease"]
+
+    # A lease name given the Azure chart's way (controller.env) moves the Role too.
+    docs = helm.template(
+        "",
+        "--set",
+        "controller.env[0].name=LEADER_ELECTION_NAME",
+        "--set",
+        "controller.env[0].value=env-lease",
+    )
+    assert env_of(docs)["LEADER_ELECTION_NAME"] == "env-lease"
+    assert lease_rules(docs)[0]["resourceNames"] == ["env-lease"]
+
+    # Another release in the same namespace gets its own Lease and cluster-scoped names.
+    docs = helm.template(release="second")
+    assert env_of(docs)["LEADER_ELECTION_NAME"] == "second-gpu-provisioner-leader"
+    assert one(docs, "ClusterRole")["metadata"]["name"] == "second-gpu-provisioner"
+
+
+def test_no_wildcards_in_rbac(helm: Helm) -> None:
+    for values in VALUE_SETS.values():
+        docs = helm.template(values)
+        for role in find(docs, "ClusterRole") + find(docs, "Role"):
+            for rule in role["rules"]:
+                for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                    assert "*" not in rule.get(key, []), f"{role['metadata']['name']}: {rule}"
+                assert "nonResourceURLs" not in rule
+
+
+# ---------------------------------------------------------------------------- against the API server
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace that warns about anything below the restricted pod security level."""
+    name = f"helm-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
+        "label", "namespace", name,
+        "pod-security.kubernetes.io/warn=restricted",
+        "pod-security.kubernetes.io/warn-version=latest",
+    )  # fmt: skip
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_rendered_manifests_pass_server_side_dry_run(
+    helm: Helm, cluster: Cluster, namespace: str, values: str
+) -> None:
+    docs = helm.template(values, namespace=namespace)
+    # The ServiceMonitor CRD (Prometheus Operator) is not installed here; its content is checked above.
+    to_apply = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    assert {d["kind"] for d in to_apply} >= {"Deployment", "ServiceAccount", "ClusterRole", "Service"}
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(to_apply), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(server dry run)") == len(to_apply), proc.stdout
+    assert "PodSecurity" not in proc.stderr, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
+def test_pod_security_warning_is_detected(helm: Helm, cluster: Cluster, namespace: str) -> None:
+    """The check above can fail: hostNetwork breaks the restricted level and is reported."""
+    docs = helm.template("", "--set", "hostNetwork=true", namespace=namespace)
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(find(docs, "Deployment"))
+    )
+    assert 'would violate PodSecurity "restricted:latest"' in proc.stderr
+
+
+# What the controller does in Kubernetes (provisioner/controller.py, events.py, leader.py, kopf's
+# watches); each must be allowed. `ns` is the release namespace.
+ALLOWED = [
+    *[(verb, "machines.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
+    *[(verb, "nodeclaims.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
+    ("patch", "machines.karpenter.sh", "--subresource=status"),
+    ("patch", "nodeclaims.karpenter.sh", "--subresource=status"),
+    *[(verb, "nodes") for verb in ("get", "list", "watch", "patch", "delete")],
+    ("list", "pods", "--all-namespaces"),
+    ("get", "pods", "--all-namespaces"),
+    ("create", "pods", "--subresource=eviction", "--all-namespaces"),
+    ("create", "events", "-n", "default"),
+    ("patch", "events", "-n", "default"),
+    ("create", "events.events.k8s.io", "-n", "default"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("create", "leases.coordination.k8s.io", "-n", "{ns}"),
+    ("get", "leases.coordination.k8s.io/{lease}", "-n", "{ns}"),
+    ("patch", "leases.coordination.k8s.io/{lease}", "-n", "{ns}"),
+    ("get", "/apis"),
+    ("get", "/api"),
+    ("get", "/version"),
+]
+
+# Neighbours of what is allowed, and the usual suspects; each must be refused.
+DENIED = [
+    ("*", "*"),
+    ("*", "*", "--all-namespaces"),
+    ("create", "machines.karpenter.sh"),
+    ("create", "nodeclaims.karpenter.sh"),
+    ("update", "machines.karpenter.sh"),
+    ("update", "nodeclaims.karpenter.sh"),
+    ("deletecollection", "nodeclaims.karpenter.sh"),
+    ("update", "nodeclaims.karpenter.sh", "--subresource=status"),
+    ("delete", "nodeclaims.karpenter.sh", "--subresource=status"),
+    ("create", "nodes"),
+    ("update", "nodes"),
+    ("delete", "pods", "--all-namespaces"),
+    ("create", "pods", "--all-namespaces"),
+    ("patch", "pods", "--all-namespaces"),
+    ("watch", "pods", "--all-namespaces"),
+    ("create", "pods", "--subresource=exec", "--all-namespaces"),
+    ("get", "secrets", "--all-namespaces"),
+    ("list", "secrets", "-n", "{ns}"),
+    ("get", "configmaps", "-n", "{ns}"),
+    ("list", "namespaces"),
+    ("create", "events", "-n", "kube-system"),
+    ("create", "events", "-n", "{ns}"),
+    ("delete", "events", "-n", "default"),
+    ("list", "events", "-n", "default"),
+    ("get", "leases.coordination.k8s.io/other-lease", "-n", "{ns}"),
+    ("patch", "leases.coordination.k8s.io/other-lease", "-n", "{ns}"),
+    ("delete", "leases.coordination.k8s.io/{lease}", "-n", "{ns}"),
+    ("list", "leases.coordination.k8s.io", "-n", "{ns}"),
+    ("create", "leases.coordination.k8s.io", "-n", "kube-system"),
+    ("get", "leases.coordination.k8s.io/{lease}", "-n", "kube-system"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io/machines.karpenter.sh"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("impersonate", "users"),
+    ("create", "serviceaccounts", "--subresource=token", "-n", "{ns}"),
+    ("create", "poddisruptionbudgets.policy", "-n", "{ns}"),
+]
+
+
+def test_rbac_allows_exactly_what_the_controller_does(helm: Helm, cluster: Cluster, namespace: str) -> None:
+    release = f"rbac-{uuid.uuid4().hex[:6]}"  # unique cluster-scoped names
+    docs = helm.template("", release=release, namespace=namespace)
+    rbac = [
+        d
+        for d in docs
+        if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    assert {d["kind"] for d in rbac} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    }
+    manifest = yaml.safe_dump_all(rbac)
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    try:
+        sa = one(docs, "ServiceAccount")["metadata"]["name"]
+        lease = env_of(docs)["LEADER_ELECTION_NAME"]
+        as_sa = f"--as=system:serviceaccount:{namespace}:{sa}"
+
+        def answers(checks: list[tuple[str, ...]]) -> dict[str, str]:
+            result = {}
+            for check in checks:
+                args = [a.format(ns=namespace, lease=lease) for a in check]
+                proc = cluster.kubectl("auth", "can-i", *args, as_sa, check=False)
+                answer = proc.stdout.strip()
+                assert answer in ("yes", "no"), f"can-i {args}: {proc.stdout} {proc.stderr}"
+                result[" ".join(args)] = answer
+            return result
+
+        refused = [check for check, answer in answers(ALLOWED).items() if answer != "yes"]
+        assert not refused, f"the controller needs but is refused: {refused}"
+        granted = [check for check, answer in answers(DENIED).items() if answer != "no"]
+        assert not granted, f"allowed but not needed: {granted}"
+
+        # Another ServiceAccount in the same namespace gets none of it.
+        other = f"--as=system:serviceaccount:{namespace}:someone-else"
+        proc = cluster.kubectl("auth", "can-i", "list", "nodes", other, check=False)
+        assert proc.stdout.strip() == "no"
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
+
+
+# ------------------------------------------------------------ the controller under the chart's identity
+
+
+def _service_account_kubeconfig(cluster: Cluster, namespace: str, sa: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with a token of the chart's ServiceAccount (TokenRequest API)."""
+    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": sa, "context": {"cluster": admin["clusters"][0]["name"], "user": sa}}],
+        "current-context": sa,
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_kaito_flow_runs_under_the_charts_service_account(
+    helm: Helm, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    from tests.e2e.fakearm import FakeArm
+    from tests.e2e.harness import Controller, condition_status, create, delete_and_wait, get_json, wait_for
+    from tests.kaito import kaito_machine, random_claim_name
+
+    lease = f"lease-{uuid.uuid4().hex[:6]}"
+    docs = helm.template(f"leaderElection:\n  leaseName: {lease}\n", namespace=namespace)
+    rbac = [
+        d
+        for d in docs
+        if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    sa_kubeconfig = _service_account_kubeconfig(cluster, namespace, sa, tmp_path / "sa-kubeconfig")
+
+    # The RBAC is not a wildcard: with the same token, a verb we never granted is refused.
+    denied = subprocess.run(
+        [cluster.kubectl_path, "--kubeconfig", str(sa_kubeconfig), "get", "secrets", "-n", namespace],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+
+    arm = FakeArm(tmp_path / "arm", cluster.kubeconfig).start()  # AKS itself joins nodes: admin rights
+    ctl = Controller(
+        cluster,
+        tmp_path,
+        cloud="azure",
+        kubeconfig=sa_kubeconfig,
+        env={**arm.controller_env(), "LEADER_ELECTION_NAMESPACE": namespace},
+    )
+    ctl.env["LEADER_ELECTION_NAME"] = lease  # the one name the chart's Role allows
+    try:
+        ctl.start()
+        name = random_claim_name()
+        create(cluster, ctl.label(kaito_machine(name, instance_type="Standard_NC24ads_A100_v4")))
+        wait_for(
+            "machine Ready under the chart's RBAC",
+            lambda: condition_status(get_json(cluster, "machine", name), "Ready") == "True",
+            90,
+        )
+        delete_and_wait(cluster, "machine", name, timeout=90)
+        assert get_json(cluster, "lease", lease, "-n", namespace) is not None
+        log = ctl.log()
+        assert "forbidden" not in log.lower() and " 403 " not in log, log[-3000:]
+    finally:
+        ctl.stop()
+        arm.stop()
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(rbac), check=False)
