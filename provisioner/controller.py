@@ -28,7 +28,7 @@ from provisioner.claims.model import (
 from provisioner.claims.selection import is_managed
 from provisioner.cloud.errors import CloudError, NotFound
 from provisioner.cloud.provider import CloudProvider
-from provisioner.cloud.types import Instance
+from provisioner.cloud.types import Instance, InstanceState
 from provisioner.events import EventRecorder
 from provisioner.kube import (
     NODES,
@@ -297,6 +297,12 @@ class Controller:
             await self._patch_claim(
                 claim, {"metadata": {"annotations": {INSTANCE_NAME_ANNOTATION: instance.name}}}
             )
+        if instance.state == InstanceState.CREATING and registration.find_node(
+            self.nodes.values(), claim, instance.name
+        ):
+            # The node joined before the cloud marked its operation done (AKS finishes a pool only
+            # after its node is up): the instance evidently runs, so registration may go ahead.
+            instance = replace(instance, state=InstanceState.RUNNING)
         step = launch.instance_observed(claim, instance, attempt + 1, self.settings)
         if step.delete_instance:
             self.attempts[claim.uid] = attempt + 1
