@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from provisioner import __version__
-from provisioner.cloud.registry import available_providers
+from provisioner.cloud.registry import ProviderLoadError, ProviderNotFoundError, available_providers
 from provisioner.settings import Settings, SettingsError
 
 
@@ -76,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from provisioner import logs, operator
 
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(
+        settings.log_level, settings.log_format, secrets=[os.environ.get("AZURE_CLIENT_SECRET", "")]
+    )
     try:
         return asyncio.run(operator.run(settings, kubeconfig=args.kubeconfig))
+    except (ProviderLoadError, ProviderNotFoundError) as e:
+        # Misconfiguration (e.g. a missing ARM_SUBSCRIPTION_ID): one clear line, not a traceback.
+        print(f"gpu-provisioner: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

@@ -59,6 +59,35 @@ DISRUPTED_TAINT = {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}
 DELETE_POLL_SECONDS = 5.0
 
 
+def claim_state(claim: Claim) -> str:
+    """One word for where a claim is in its lifecycle (for the claims gauge)."""
+    st = claim.status
+    if claim.deleting:
+        return "deleting"
+    if st.is_true(ConditionType.READY):
+        return "ready"
+    launched = st.condition(ConditionType.LAUNCHED)
+    if launched is None or launched.status != Status.TRUE:
+        return (
+            "launch_failed"
+            if launched is not None and launched.reason.startswith(_FAILED_LAUNCH)
+            else "launching"
+        )
+    if not st.is_true(ConditionType.REGISTERED):
+        return "registering"
+    return "initializing"
+
+
+#: Launched=False reasons that mean "not launching until something changes" (not merely pending).
+_FAILED_LAUNCH = (
+    "InsufficientCapacity",
+    "InvalidSpec",
+    "NoInstanceType",
+    "InstanceTypeNotAllowed",
+    "InvalidStorage",
+)
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -172,17 +201,25 @@ class Controller:
         claim = dialect.parse(body)
         if not is_managed(claim, self.settings):
             return None
+        result = "error"
         try:
             if claim.deleting:
-                return await self._terminate(claim)
-            return await self._reconcile_live(claim)
+                again = await self._terminate(claim)
+            else:
+                again = await self._reconcile_live(claim)
+            result = "done" if again is None else "requeue"
+            return again
         except ConflictError:
+            result = "conflict"
             return 0.5  # someone else wrote first; the watch brings the new version
         except NotFoundError:
+            result = "gone"
             return None  # deleted while we worked
         except ApiError as e:
             logger.warning("API error reconciling %s %s: %s", dialect.kind, claim.name, e)
             return 5.0
+        finally:
+            self.metrics.reconciles.labels(dialect.name, result).inc()
 
     async def _reconcile_live(self, claim: Claim) -> float | None:
         if TERMINATION_FINALIZER not in claim.finalizers:
@@ -275,6 +312,7 @@ class Controller:
         try:
             prepared = prepare(claim, instance_name, self.settings)
         except InvalidClaim as e:
+            self.metrics.claim_launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()
             return launch.invalid(claim, e)
         warnings = [Event(EventType.WARNING, "InvalidStorageRequest", w) for w in prepared.warnings]
         cloud_warnings = getattr(self.cloud, "warnings", None)
@@ -306,6 +344,12 @@ class Controller:
         step = launch.instance_observed(claim, instance, attempt + 1, self.settings)
         if step.delete_instance:
             self.attempts[claim.uid] = attempt + 1
+            failure = instance.failure
+            self.metrics.claim_launch_failures.labels(
+                claim.dialect,
+                type(failure).__name__ if failure else "Failed",
+                (failure.code if failure else "") or "",
+            ).inc()
             try:
                 await self._cloud("delete", lambda: self.cloud.delete(instance.name))
             except CloudError as e:
@@ -471,12 +515,13 @@ class Controller:
             return False
         if instance.claim_uid and instance.claim_uid != claim.uid:
             return True  # someone else's (a newer claim of the same name); not ours to delete
-        try:
-            await self._cloud("delete", lambda: self.cloud.delete(instance_name))
-        except NotFound:
-            return True
-        except CloudError as e:
-            logger.info("deleting instance %s: %s; retrying", instance_name, e)
+        if instance.state != InstanceState.DELETING:
+            try:
+                await self._cloud("delete", lambda: self.cloud.delete(instance_name))
+            except NotFound:
+                return True
+            except CloudError as e:
+                logger.info("deleting instance %s: %s; retrying", instance_name, e)
         if claim.dialect == "nodeclaim" and not claim.status.is_true(ConditionType.INSTANCE_TERMINATING):
             conditions = set_condition(
                 claim.status.conditions,
@@ -517,6 +562,18 @@ class Controller:
             if is_managed(claim, self.settings):
                 out.append(claim)
         return out
+
+    def observe_states(self) -> None:
+        """Set the per-state claim gauge from the store (called periodically)."""
+        counts: dict[tuple[str, str], int] = {
+            (d, state): 0
+            for d in DIALECTS
+            for state in ("launching", "launch_failed", "registering", "initializing", "ready", "deleting")
+        }
+        for claim in self.managed_claims():
+            counts[(claim.dialect, claim_state(claim))] += 1
+        for (kind, state), n in counts.items():
+            self.metrics.claim_states.labels(kind, state).set(n)
 
     def claim_index(self) -> Mapping[str, Claim]:
         """Managed claims by instance name."""

@@ -20,7 +20,7 @@ from provisioner.claims.model import Claim, ConditionType
 from provisioner.cloud.errors import CloudError, NotFound
 from provisioner.cloud.types import Instance, InstanceState
 from provisioner.controller import Controller
-from provisioner.lifecycle.result import Event, EventType
+from provisioner.lifecycle import launch
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class GarbageCollector:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            self.controller.observe_states()
             try:
                 await self.collect()
             except Exception:
@@ -115,17 +116,13 @@ class GarbageCollector:
             try:
                 await c.metrics.timed_cloud_call(c.cloud_name, "get", functools.partial(c.cloud.get, name))
                 continue  # still there (the list was stale)
-            except NotFound:
-                pass
+            except NotFound as gone:
+                step = launch.vanished(claim, gone)
             except CloudError as e:
                 logger.warning("could not confirm instance %s of %s: %s", name, claim.name, e)
                 continue
-            await c.events.publish(
-                claim,
-                Event(
-                    EventType.WARNING, "InstanceNotFound", f"instance {name} no longer exists; deleting claim"
-                ),
-            )
+            for event in step.events:
+                await c.events.publish(claim, event)
             await c.delete_claim(claim)
             c.metrics.gc_deletions.labels("claim").inc()
         return decided

@@ -8,10 +8,56 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Iterable
 
 FIELDS = ("claim", "kind", "pool", "node", "reason")
+
+_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(
+        r"(?i)((?:access_token|refresh_token|client_secret|client_assertion)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+    ),
+)
+REDACTED = "***"
+
+
+class SecretRedactingFilter(logging.Filter):
+    """Masks bearer tokens, JWTs, OAuth form fields and the given secret values in log records.
+
+    Attach it to a handler (it then sees every record that reaches that handler). The provider
+    itself never logs tokens and leaves azure-core's header logging at its redacting default; this
+    filter is defence in depth for the operator's log handler.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def add_secret(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,9 +88,11 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{' '.join(extras)}]" if extras else text
 
 
-def configure(level: str, fmt: str) -> None:
+def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
+    """Log to stderr in ``fmt``; tokens and the given secret values are masked in every record."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(SecretRedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

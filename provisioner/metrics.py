@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from provisioner.cloud.errors import CloudError
 
@@ -24,6 +24,8 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No ``*_created`` timestamp series next to every counter (``karpenter_machines_created_created``).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.claims: dict[tuple[str, str], Counter] = {}
@@ -80,6 +82,12 @@ class Metrics:
             "gpu_provisioner_gc_deletions", "Objects deleted by garbage collection.", ["kind"], registry=r
         )
         self.leader = Gauge("gpu_provisioner_leader", "1 while this replica is the leader.", registry=r)
+        self.claim_states = Gauge(
+            "gpu_provisioner_claims",
+            "Managed claims by lifecycle state (launching, launch_failed, registering, initializing, ready, deleting).",
+            ["kind", "state"],
+            registry=r,
+        )
         self.reconciles = Counter(
             "gpu_provisioner_reconciles", "Claim reconciles by result.", ["kind", "result"], registry=r
         )

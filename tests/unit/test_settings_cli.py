@@ -254,7 +254,7 @@ def test_valid_settings_reach_the_operator_with_flags_winning(
         return 0
 
     monkeypatch.setattr(operator, "run", fake_run)
-    monkeypatch.setattr(logs, "configure", lambda level, fmt: seen.setdefault("logs", (level, fmt)))
+    monkeypatch.setattr(logs, "configure", lambda level, fmt, **_: seen.setdefault("logs", (level, fmt)))
     monkeypatch.setenv("WORKERS", "3")
     monkeypatch.setenv("GC_INTERVAL_SECONDS", "30")
     code = cli.main(

@@ -8,9 +8,6 @@ identity. ``AZURE_CREDENTIAL=default`` opts into the full ``DefaultAzureCredenti
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Iterable
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -23,6 +20,7 @@ from azure.identity.aio import (
 )
 
 from provisioner.cloud.azure.settings import AzureSettings
+from provisioner.logs import REDACTED, SecretRedactingFilter  # log redaction lives with the log setup
 
 _KNOWN_AUTHORITIES = {
     h.rstrip("/").removeprefix("https://")
@@ -90,48 +88,4 @@ def build_credential(settings: AzureSettings) -> AsyncTokenCredential:
     return DefaultAzureCredential(**_authority_kwargs(settings), **common)
 
 
-# --- log redaction ---------------------------------------------------------------------------
-
-_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWTs
-    re.compile(
-        r"(?i)((?:access_token|refresh_token|client_secret|client_assertion)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
-    ),
-)
-REDACTED = "***"
-
-
-class SecretRedactingFilter(logging.Filter):
-    """Masks bearer tokens, JWTs, OAuth form fields and the given secret values in log records.
-
-    Attach it to a handler (it then sees every record that reaches that handler). The provider
-    itself never logs tokens and leaves azure-core's header logging at its redacting default; this
-    filter is defence in depth for the operator's log handler.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def add_secret(self, secret: str) -> None:
-        if secret and len(secret) >= 4 and secret not in self._secrets:
-            self._secrets.append(secret)
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg = redacted
-            record.args = None
-        return True
+__all__ = ["REDACTED", "SecretRedactingFilter", "build_credential", "credential_kind"]
