@@ -458,6 +458,14 @@ class Controller:
         self.events.forget(claim.uid)
         return None
 
+    def _drain_expired(self, claim: Claim) -> bool:
+        limit = claim.termination_grace_period
+        if limit is None:
+            limit = self.settings.drain_timeout or None
+        if limit is None or claim.deletion_timestamp is None:
+            return False
+        return (self.clock() - claim.deletion_timestamp).total_seconds() >= limit
+
     async def _drain(self, claim: Claim, node: Node) -> float | None:
         """Cordon and evict; returns a requeue delay while pods remain, None once drained."""
         name = node["metadata"]["name"]
@@ -474,6 +482,19 @@ class Controller:
         pods = await self.kube.list(PODS, field_selector=f"spec.nodeName={name}")
         plan = drain.plan(pods)
         if plan.done:
+            return None
+        if self._drain_expired(claim):
+            await self._publish(
+                claim,
+                (
+                    Event(
+                        EventType.WARNING,
+                        "DrainTimeout",
+                        f"node {name}: drain time limit reached with {len(plan.evict) + len(plan.terminating)} "
+                        "pod(s) left; terminating anyway",
+                    ),
+                ),
+            )
             return None
         blocked: list[str] = []
         for pod in plan.evict:

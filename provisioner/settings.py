@@ -87,6 +87,12 @@ class Settings:
         "DRAIN_RETRY_SECONDS",
         "Delay between eviction rounds while a PodDisruptionBudget blocks a drain.",
     )
+    drain_timeout: float = _setting(
+        0.0,
+        "DRAIN_TIMEOUT_SECONDS",
+        "Stop waiting on PodDisruptionBudgets this long after deletion (0: wait as long as it takes). "
+        "A NodeClaim's spec.terminationGracePeriod takes precedence.",
+    )
     # -- garbage collection
     gc_interval: float = _setting(60.0, "GC_INTERVAL_SECONDS", "How often instances and claims are compared.")
     gc_orphan_grace: float = _setting(

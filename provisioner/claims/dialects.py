@@ -7,6 +7,7 @@ names the claim's provisioner/nodepool, and how it reports a dependent that is n
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +39,20 @@ def parse_time(value: Any) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float | None:
+    """A Go duration (``48h``, ``1h30m``, ``90s``) in seconds; None when absent or not a duration."""
+    if not isinstance(value, str) or not value:
+        return None
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def format_time(value: datetime.datetime) -> str:
@@ -143,6 +158,7 @@ class Dialect:
                 str(k): str(v) for k, v in ((spec.get("resources") or {}).get("requests") or {}).items()
             },
             node_class_ref=node_class_ref,
+            termination_grace_period=parse_duration(spec.get("terminationGracePeriod")),
             status=ClaimStatus(
                 node_name=str(status.get("nodeName") or ""),
                 provider_id=str(status.get("providerID") or ""),

@@ -112,6 +112,8 @@ class Claim:
     startup_taints: tuple[Taint, ...] = ()
     requests: Mapping[str, str] = field(default_factory=dict)
     node_class_ref: NodeClassRef | None = None
+    #: NodeClaim ``spec.terminationGracePeriod`` in seconds: how long a drain may wait on PDBs.
+    termination_grace_period: float | None = None
     status: ClaimStatus = field(default_factory=ClaimStatus)
     #: The raw object as read (for ownerReferences and round-tripping unknown fields).
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

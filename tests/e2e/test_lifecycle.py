@@ -374,3 +374,39 @@ def test_claims_that_are_not_ours_are_never_touched(cluster: Cluster, controller
     obj = get_json(cluster, "nodeclaim", name)
     assert obj is not None and obj["metadata"]["finalizers"] == ["karpenter.sh/termination"]
     cluster.kubectl("patch", "nodeclaim", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+
+
+def test_termination_grace_period_bounds_a_blocked_drain(cluster: Cluster, controller: Controller) -> None:
+    name = random_claim_name()
+    claim = controller.label(kaito_nodeclaim(name))
+    claim["spec"]["terminationGracePeriod"] = "5s"
+    create(cluster, claim)
+    ready = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+    node_name = ready["status"]["nodeName"]
+    app = f"app-{name}"
+    create(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"blocked-{name}", "namespace": "default", "labels": {"app": app}},
+            "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "registry.local/c:1"}]},
+        },
+    )
+    create(
+        cluster,
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": f"pdb-{name}", "namespace": "default"},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": app}}},
+        },
+    )
+    cluster.kubectl("delete", "nodeclaim", name, "--wait=false")
+    wait_for("FailedDraining event", lambda: "FailedDraining" in event_reasons(cluster, name))
+    assert get_json(cluster, "nodeclaim", name) is not None, "the PDB must hold the claim at first"
+    wait_for(
+        "nodeclaim gone after its grace period", lambda: get_json(cluster, "nodeclaim", name) is None, 60
+    )
+    assert "DrainTimeout" in event_reasons(cluster, name)
+    cluster.kubectl("delete", "pdb", f"pdb-{name}", "-n", "default")

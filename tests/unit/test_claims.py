@@ -504,3 +504,20 @@ def test_selection_follows_settings() -> None:
     assert not is_managed(MACHINE.parse(machine), s)
     machine["metadata"]["labels"]["team"] = "ml"
     assert is_managed(MACHINE.parse(machine), s)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("48h", 172800.0), ("1h30m", 5400.0), ("90s", 90.0), ("1.5h", 5400.0), ("250ms", 0.25)],
+)
+def test_go_durations_parse(text: str, seconds: float) -> None:
+    from provisioner.claims.dialects import parse_duration
+
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "10", "5x", "h", None, 30])
+def test_not_a_duration_is_none(text: object) -> None:
+    from provisioner.claims.dialects import parse_duration
+
+    assert parse_duration(text) is None
