@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Options of `make demo`, e.g. DEMO_ARGS="--scenario capacity" (see python -m hack.demo --help).
+DEMO_ARGS ?=
 # Where cluster-up keeps its state and kubeconfig.
 LOCAL_DIR ?= .local
 
@@ -36,6 +38,14 @@ lint: venv ## ruff (lint + format check) and mypy --strict on provisioner/
 .PHONY: test
 test: venv tools lint ## Everything: lint, unit, integration (real Azure SDK vs fake ARM), e2e (real kube-apiserver)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: docs
+docs: venv ## Regenerate docs/configuration.md from the settings code
+	$(PY) -m hack.gen_config_docs
+
+.PHONY: demo
+demo: venv tools ## Kaito end to end with no cloud account: fake ARM, --cloud azure, live progress (DEMO_ARGS=--help)
+	@$(PY) -m hack.demo --local-dir $(LOCAL_DIR) $(DEMO_ARGS)
 
 .PHONY: cluster-up
 cluster-up: venv ## Start the local control plane in the background; writes $(LOCAL_DIR)/kubeconfig

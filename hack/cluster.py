@@ -235,7 +235,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # PR_SET_PDEATHSIG: SIGTERM the child when the process that started it exits (pytest killed etc.).
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)
@@ -250,13 +250,13 @@ def _spawn(cmd: Sequence[str], logfile: Path, *, detach: bool) -> subprocess.Pop
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else die_with_parent,
         )
     finally:
         out.close()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -271,8 +271,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop_pid(pid: int, timeout: float = 15.0) -> None:
-    if not _alive(pid):
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    if not alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
@@ -280,7 +280,7 @@ def _stop_pid(pid: int, timeout: float = 15.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
+        if not alive(pid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -437,8 +437,8 @@ def stop(state_dir: Path, *, remove: bool = True) -> bool:
     ran = False
     if info is not None:
         for pid in (info.apiserver_pid, info.etcd_pid):
-            ran |= _alive(pid)
-            _stop_pid(pid)
+            ran |= alive(pid)
+            stop_pid(pid)
     if remove and state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
     return ran
@@ -446,7 +446,7 @@ def stop(state_dir: Path, *, remove: bool = True) -> bool:
 
 def running(state_dir: Path) -> ClusterInfo | None:
     info = ClusterInfo.load(state_dir)
-    if info is None or not (_alive(info.etcd_pid) and _alive(info.apiserver_pid)):
+    if info is None or not (alive(info.etcd_pid) and alive(info.apiserver_pid)):
         return None
     try:
         if _apiserver_ready(info.server, state_dir / "pki"):

@@ -79,7 +79,7 @@ def test_cluster_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> N
         down = _make("cluster-down", local_dir)
     assert down.returncode == 0, down.stderr
     for pid in pids:
-        assert not local_cluster._alive(pid), f"process {pid} still running after cluster-down"
+        assert not local_cluster.alive(pid), f"process {pid} still running after cluster-down"
     assert not (local_dir / "cluster").exists()
     assert not kubeconfig.exists()
 
