@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Options of `make demo`, e.g. DEMO_ARGS="--scenario capacity" (see python -m hack.demo --help).
 DEMO_ARGS ?=
+# Options of `make bench`, e.g. BENCH_ARGS="--claims 20" or "--scenario storm" (python -m bench.provision --help).
+BENCH_ARGS ?=
 # Where cluster-up keeps its state and kubeconfig.
 LOCAL_DIR ?= .local
 
@@ -46,6 +48,10 @@ docs: venv ## Regenerate docs/configuration.md from the settings code
 .PHONY: demo
 demo: venv tools ## Kaito end to end with no cloud account: fake ARM, --cloud azure, live progress (DEMO_ARGS=--help)
 	@$(PY) -m hack.demo --local-dir $(LOCAL_DIR) $(DEMO_ARGS)
+
+.PHONY: bench
+bench: venv tools ## Benchmarks: time to Ready, controller overhead, cloud calls per claim; JSON in bench/results/ (BENCH_ARGS=--help)
+	$(PY) -m bench.provision $(BENCH_ARGS)
 
 .PHONY: cluster-up
 cluster-up: venv ## Start the local control plane in the background; writes $(LOCAL_DIR)/kubeconfig

@@ -710,6 +710,7 @@ class Demo:
             "CAPACITY_RETRY_BASE_SECONDS": "2",
             "CAPACITY_RETRY_MAX_SECONDS": "4",
             "LAUNCH_POLL_SECONDS": "1",
+            "DELETE_POLL_SECONDS": "1",
             "DRAIN_RETRY_SECONDS": "1",
             "LEADER_ELECTION_NAMESPACE": "default",
             "LEADER_ELECTION_NAME": "gpu-provisioner-demo",

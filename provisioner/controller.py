@@ -55,8 +55,6 @@ Key = tuple[str, str]  # (dialect name, claim name)
 
 #: Taint put on a node being terminated so nothing new schedules there (Karpenter v1's key).
 DISRUPTED_TAINT = {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}
-#: How often a deleting instance is read back until the cloud says it is gone.
-DELETE_POLL_SECONDS = 5.0
 
 
 def claim_state(claim: Claim) -> str:
@@ -86,6 +84,10 @@ _FAILED_LAUNCH = (
     "InstanceTypeNotAllowed",
     "InvalidStorage",
 )
+
+
+def _resource_version(body: Mapping[str, Any] | None) -> str | None:
+    return ((body or {}).get("metadata") or {}).get("resourceVersion")
 
 
 def utcnow() -> datetime.datetime:
@@ -134,6 +136,8 @@ class Controller:
             self.claims.pop(key, None)
             self.queue.forget(key)
             return
+        if _resource_version(self.claims.get(key)) == _resource_version(body):
+            return  # the echo of our own write: we already acted on this version
         self.claims[key] = body
         self.queue.add(key)
 
@@ -144,6 +148,8 @@ class Controller:
             return
         if event_type == "DELETED":
             self.nodes.pop(name, None)
+        elif _resource_version(self.nodes.get(name)) == _resource_version(body):
+            return  # the echo of our own write
         else:
             self.nodes[name] = body
         for key in self._claims_for_node(body):
@@ -341,7 +347,7 @@ class Controller:
             # The node joined before the cloud marked its operation done (AKS finishes a pool only
             # after its node is up): the instance evidently runs, so registration may go ahead.
             instance = replace(instance, state=InstanceState.RUNNING)
-        step = launch.instance_observed(claim, instance, attempt + 1, self.settings)
+        step = launch.instance_observed(claim, instance, attempt + 1, self.settings, self.clock())
         if step.delete_instance:
             self.attempts[claim.uid] = attempt + 1
             failure = instance.failure
@@ -446,7 +452,7 @@ class Controller:
 
         gone = await self._delete_instance(claim, instance_name)
         if not gone:
-            return DELETE_POLL_SECONDS
+            return self.settings.delete_poll_interval
         if node is not None:
             await self._remove_node_finalizer(node["metadata"]["name"])
             self.metrics.nodes_terminated.labels(self._nodepool(claim)).inc()

@@ -80,7 +80,15 @@ class Settings:
         600.0, "CAPACITY_RETRY_MAX_SECONDS", "Longest delay between launch retries after capacity errors."
     )
     launch_poll_interval: float = _setting(
-        10.0, "LAUNCH_POLL_SECONDS", "How often an in-flight create is read back to catch failures."
+        10.0,
+        "LAUNCH_POLL_SECONDS",
+        "How often an in-flight create is read back to catch failures (first interval; it grows to a "
+        "tenth of the claim's age, at most a minute).",
+    )
+    delete_poll_interval: float = _setting(
+        10.0,
+        "DELETE_POLL_SECONDS",
+        "How often a deleting instance is read back until the cloud says it is gone.",
     )
     drain_retry_interval: float = _setting(
         5.0,
@@ -200,7 +208,14 @@ class Settings:
 
 #: Intervals between repeated work; zero would be a busy loop.
 _POSITIVE = frozenset(
-    {"launch_poll_interval", "drain_retry_interval", "gc_interval", "retry_period", "capacity_retry_base"}
+    {
+        "launch_poll_interval",
+        "delete_poll_interval",
+        "drain_retry_interval",
+        "gc_interval",
+        "retry_period",
+        "capacity_retry_base",
+    }
 )
 
 _PARSERS: dict[type, Callable[[str], Any]] = {

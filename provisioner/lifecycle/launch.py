@@ -8,6 +8,7 @@ backoff, written so that Kaito recognises them and stops creating replacement cl
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from provisioner.claims.dialects import dialect_of
@@ -132,7 +133,25 @@ def cloud_error(claim: Claim, err: CloudError, attempt: int, settings: Settings)
     )
 
 
-def instance_observed(claim: Claim, instance: Instance, attempt: int, settings: Settings) -> StepResult:
+#: Longest interval between reads of an in-flight create.
+MAX_LAUNCH_POLL = 60.0
+
+
+def poll_interval(claim: Claim, settings: Settings, now: datetime.datetime | None) -> float:
+    """Read an in-flight create often at first, then less: a tenth of the claim's age, capped.
+
+    Registration does not wait on this (the Node watch drives it); polling only catches failures.
+    """
+    base = settings.launch_poll_interval
+    if now is None or claim.creation_timestamp is None:
+        return base
+    age = (now - claim.creation_timestamp).total_seconds()
+    return max(base, min(MAX_LAUNCH_POLL, age / 10))
+
+
+def instance_observed(
+    claim: Claim, instance: Instance, attempt: int, settings: Settings, now: datetime.datetime | None = None
+) -> StepResult:
     """Outcome of reading back the instance ``cloud.create`` started or adopted."""
     if instance.state == InstanceState.RUNNING:
         return launched(claim, instance)
@@ -153,7 +172,7 @@ def instance_observed(claim: Claim, instance: Instance, attempt: int, settings: 
         conditions=(
             _pending(claim, "Launching", f"instance {instance.name} ({instance.instance_type}) is {state}"),
         ),
-        requeue_after=settings.launch_poll_interval,
+        requeue_after=poll_interval(claim, settings, now),
         done=False,
     )
 

@@ -1,0 +1,1 @@
+"""Benchmarks of gpu-provisioner with real parts; ``python -m bench.provision --help``."""
