@@ -452,7 +452,7 @@ class Controller:
 
         gone = await self._delete_instance(claim, instance_name)
         if not gone:
-            return self.settings.delete_poll_interval
+            return self._delete_poll(claim)
         if node is not None:
             await self._remove_node_finalizer(node["metadata"]["name"])
             self.metrics.nodes_terminated.labels(self._nodepool(claim)).inc()
@@ -463,6 +463,13 @@ class Controller:
         self.instance_owner.pop(instance_name, None)
         self.events.forget(claim.uid)
         return None
+
+    def _delete_poll(self, claim: Claim) -> float:
+        """Check a deleting instance soon at first (fast deletes), then every DELETE_POLL_SECONDS."""
+        if claim.deletion_timestamp is None:
+            return self.settings.delete_poll_interval
+        age = (self.clock() - claim.deletion_timestamp).total_seconds()
+        return min(self.settings.delete_poll_interval, max(1.0, age / 5))
 
     def _drain_expired(self, claim: Claim) -> bool:
         limit = claim.termination_grace_period
