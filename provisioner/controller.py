@@ -609,6 +609,13 @@ class Controller:
         for (kind, state), n in counts.items():
             self.metrics.claim_states.labels(kind, state).set(n)
 
-    def claim_index(self) -> Mapping[str, Claim]:
-        """Managed claims by instance name."""
-        return {self.instance_name_of(c): c for c in self.managed_claims()}
+    async def list_claims(self) -> list[Claim]:
+        """Every claim of every dialect, read from the API server (managed or not)."""
+        claims: list[Claim] = []
+        for dialect in DIALECTS.values():
+            try:
+                bodies = await self.kube.list(dialect.resource)
+            except NotFoundError:
+                continue  # the CRD is not installed: there are no claims of this kind
+            claims += [dialect.parse(b) for b in bodies]
+        return claims

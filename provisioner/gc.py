@@ -17,9 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from provisioner.claims.model import Claim, ConditionType
+from provisioner.claims.selection import is_managed
 from provisioner.cloud.errors import CloudError, NotFound
 from provisioner.cloud.types import Instance, InstanceState
 from provisioner.controller import Controller
+from provisioner.kube import ApiError
 from provisioner.lifecycle import launch
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,15 @@ def plan(
     orphan_since: dict[str, float],
     now: float,
     grace: float,
+    *,
+    managed: Mapping[str, Claim] | None = None,
 ) -> GcPlan:
-    """Decide what to collect; updates ``orphan_since`` (instance name -> first time seen orphaned)."""
+    """Decide what to collect; updates ``orphan_since`` (instance name -> first time seen orphaned).
+
+    ``claims_by_instance`` holds every claim that exists (an instance whose claim exists is never
+    an orphan, selected by us or not); ``managed`` the ones we manage, whose vanished instances make
+    them candidates for deletion (default: all of them).
+    """
     listed: dict[str, Instance] = {}
     orphans: set[str] = set()
     for inst in instances:
@@ -60,7 +69,7 @@ def plan(
             delete.append(name)
     vanished = tuple(
         claim
-        for name, claim in sorted(claims_by_instance.items())
+        for name, claim in sorted((claims_by_instance if managed is None else managed).items())
         if name not in listed and not claim.deleting and claim.status.is_true(ConditionType.LAUNCHED)
     )
     return GcPlan(tuple(delete), vanished)
@@ -99,7 +108,16 @@ class GarbageCollector:
         except CloudError as e:
             logger.warning("garbage collection skipped: listing instances failed: %s", e)
             return GcPlan((), ())
-        decided = plan(instances, c.claim_index(), self.orphan_since, time.monotonic(), self.grace)
+        try:
+            # An authoritative list, not the watch cache: an empty or unsynced cache must never make
+            # every pool look orphaned.
+            claims = await c.list_claims()
+        except ApiError as e:
+            logger.warning("garbage collection skipped: listing claims failed: %s", e)
+            return GcPlan((), ())
+        owners = {c.instance_name_of(claim): claim for claim in claims}
+        managed = {name: claim for name, claim in owners.items() if is_managed(claim, c.settings)}
+        decided = plan(instances, owners, self.orphan_since, time.monotonic(), self.grace, managed=managed)
         for name in decided.delete_instances:
             logger.info(
                 "deleting orphaned instance %s (no claim for %.0fs)", name, self.grace, extra={"pool": name}

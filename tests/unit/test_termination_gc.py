@@ -324,3 +324,16 @@ def test_gc_never_deletes_an_instance_its_claim_still_owns(
             owner = claims.get(name)
             assert owner is None or (i.claim_uid is not None and i.claim_uid != owner.uid)
             assert now - since[name] >= GRACE
+
+
+def test_a_claim_we_do_not_manage_still_owns_its_instance_and_is_never_deleted() -> None:
+    """Unselected claims (e.g. a label was removed) protect their pool, and are not ours to delete."""
+    since: dict[str, float] = {}
+    owners = {"ws1": claim("ws1", "u1"), "ws2": claim("ws2", "u2")}
+    managed = {"ws2": owners["ws2"]}
+    instances = [inst("ws1", uid="u1")]  # ws2's instance is missing
+    decided = gc.plan(instances, owners, since, now=10 * GRACE, grace=GRACE, managed=managed)
+    assert decided.delete_instances == ()
+    assert [c.name for c in decided.vanished_claims] == ["ws2"]
+    only_unmanaged = gc.plan([], owners, since, now=0.0, grace=GRACE, managed={})
+    assert only_unmanaged.vanished_claims == ()
