@@ -211,3 +211,28 @@ def test_delete_on_insufficient_capacity_is_a_setting(cluster: Cluster, workdir:
     finally:
         arm.set_quota(A100_FAMILY, 96)
         ctl.stop()
+
+
+def test_unknown_vm_size_is_invalid_and_costs_no_call_of_its_own(
+    cluster: Cluster, workdir: Path, arm: FakeArm
+) -> None:
+    ctl = _controller(cluster, workdir, arm).start()
+    try:
+        name = random_claim_name()
+        create(cluster, ctl.label(kaito_machine(name, instance_type="Standard_ND999_vNope")))
+        machine = wait_for(
+            "MachineLaunched False",
+            lambda: (
+                (m := get_json(cluster, "machine", name))
+                and condition_status(m, "MachineLaunched") == "False"
+                and m
+            ),
+        )
+        launched = conditions(machine)["MachineLaunched"]
+        assert launched["reason"] == "InvalidSpec:UnknownVMSize", launched
+        assert "Standard_ND999_vNope" in launched["message"]
+        assert "LaunchFailed" in event_reasons(cluster, name)
+        assert arm.requests(path=f"/agentPools/{name}") == [], "an invalid claim must not reach ARM"
+        delete_and_wait(cluster, "machine", name)
+    finally:
+        ctl.stop()

@@ -120,6 +120,13 @@ class AzureCloud:
 
     async def create(self, request: InstanceRequest) -> Instance:
         mapping.validate_request(request, self.settings)
+        skus = await self._skus.get()  # cached: an unknown size costs no call of its own
+        if not any(candidate.lower() in skus for candidate in request.instance_types):
+            raise InvalidSpec(
+                f"unknown VM size {', '.join(request.instance_types)}: not offered in {self.settings.location} "
+                "(check the instance-type requirement)",
+                "UnknownVMSize",
+            )
         name = mapping.instance_name(request.name)
         existing = await self._get_pool(name)
         if existing is not None:
