@@ -236,3 +236,19 @@ def test_unknown_vm_size_is_invalid_and_costs_no_call_of_its_own(
         delete_and_wait(cluster, "machine", name)
     finally:
         ctl.stop()
+
+
+def test_deleting_the_node_takes_claim_and_pool_with_it(
+    cluster: Cluster, workdir: Path, arm: FakeArm
+) -> None:
+    ctl = _controller(cluster, workdir, arm).start()
+    try:
+        name = random_claim_name()
+        create(cluster, ctl.label(kaito_nodeclaim(name, instance_type=T4)))
+        claim = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+        cluster.kubectl("delete", "node", claim["status"]["nodeName"], "--wait=false")
+        wait_for("nodeclaim gone", lambda: get_json(cluster, "nodeclaim", name) is None, 60)
+        arm.wait_pool_gone(name)
+        assert arm.count("DELETE", name) == 1
+    finally:
+        ctl.stop()
