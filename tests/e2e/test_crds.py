@@ -653,3 +653,17 @@ def test_karpenter_category_lists_machines_and_nodeclaims(cluster: KubeCluster, 
     names = set(cluster.kubectl("get", "karpenter", "-o", "name").stdout.split())
     assert f"machine.karpenter.sh/{machine['metadata']['name']}" in names
     assert f"nodeclaim.karpenter.sh/{claim['metadata']['name']}" in names
+
+
+def test_kaito_node_class_resolves_kaitos_node_class_ref(cluster: Cluster) -> None:
+    """Newer Kaito NodeClaims point at KaitoNodeClass "default"; the CRD ships with us."""
+    body = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "KaitoNodeClass",
+        "metadata": {"name": "default"},
+        "spec": {},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    got = json.loads(cluster.kubectl("get", "kaitonodeclass", "default", "-o", "json").stdout)
+    assert got["kind"] == "KaitoNodeClass"
+    assert "default" in cluster.kubectl("get", "knc").stdout
