@@ -655,7 +655,7 @@ def test_karpenter_category_lists_machines_and_nodeclaims(cluster: KubeCluster, 
     assert f"nodeclaim.karpenter.sh/{claim['metadata']['name']}" in names
 
 
-def test_kaito_node_class_resolves_kaitos_node_class_ref(cluster: Cluster) -> None:
+def test_kaito_node_class_resolves_kaitos_node_class_ref(cluster: KubeCluster) -> None:
     """Newer Kaito NodeClaims point at KaitoNodeClass "default"; the CRD ships with us."""
     body = {
         "apiVersion": "kaito.sh/v1alpha1",
