@@ -90,6 +90,16 @@ def _resource_version(body: Mapping[str, Any] | None) -> str | None:
     return ((body or {}).get("metadata") or {}).get("resourceVersion")
 
 
+def _older(body: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
+    """Whether ``body`` is an older version of the object than ``than`` (a patch answer that arrives
+    after the watch already delivered a newer state). resourceVersions are opaque; etcd's are
+    integers, and anything else is treated as not older."""
+    try:
+        return int(_resource_version(body) or "") < int(_resource_version(than) or "")
+    except ValueError:
+        return False
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -182,7 +192,9 @@ class Controller:
             await self.events.publish(claim, e)
 
     def _store(self, claim: Claim, body: Body) -> Claim:
-        self.claims[(claim.dialect, claim.name)] = body
+        key = (claim.dialect, claim.name)
+        if not _older(body, self.claims.get(key)):
+            self.claims[key] = body
         return dialect_of(claim).parse(body)
 
     async def _patch_claim(self, claim: Claim, patch: Body, *, subresource: str | None = None) -> Claim:
@@ -224,6 +236,9 @@ class Controller:
         except ApiError as e:
             logger.warning("API error reconciling %s %s: %s", dialect.kind, claim.name, e)
             return 5.0
+        except CloudError as e:
+            logger.warning("cloud error reconciling %s %s: %s", dialect.kind, claim.name, e)
+            return 10.0
         finally:
             self.metrics.reconciles.labels(dialect.name, result).inc()
 
@@ -368,7 +383,8 @@ class Controller:
     async def _patch_node(self, node: Node, patch: Body) -> Node:
         name = node["metadata"]["name"]
         updated = await self.kube.patch(NODES, name, patch)
-        self.nodes[name] = updated
+        if not _older(updated, self.nodes.get(name)):
+            self.nodes[name] = updated
         return updated
 
     async def _sync_node(self, claim: Claim, node: Node) -> Node:
@@ -441,7 +457,10 @@ class Controller:
         if TERMINATION_FINALIZER not in claim.finalizers:
             return None
         instance_name = self.instance_name_of(claim)
-        node = registration.find_node(self.nodes.values(), claim, instance_name)
+        # Only a Node this claim registered (it carries our ownerReference) is drained and deleted:
+        # a pool name can match another pool's nodes (a claim named like a system pool, or a
+        # Machine and a NodeClaim sharing a name).
+        node = registration.find_owned_node(self.nodes.values(), claim)
         if node is not None:
             waiting = await self._drain(claim, node)
             if waiting is not None:
@@ -493,7 +512,8 @@ class Controller:
             except NotFoundError:
                 return None
         pods = await self.kube.list(PODS, field_selector=f"spec.nodeName={name}")
-        plan = drain.plan(pods)
+        ready, _ = initialization.node_ready(node)
+        plan = drain.plan(pods, self.clock(), node_ready=ready == Status.TRUE)
         if plan.done:
             return None
         if self._drain_expired(claim):
@@ -547,8 +567,11 @@ class Controller:
                 "could not read instance %s while terminating %s: %s", instance_name, claim.name, e
             )
             return False
-        if instance.claim_uid and instance.claim_uid != claim.uid:
-            return True  # someone else's (a newer claim of the same name); not ours to delete
+        if not instance.managed or (instance.claim_uid and instance.claim_uid != claim.uid):
+            return True  # not ours (another pool, or a newer claim of the same name): nothing to delete
+        if instance.state == InstanceState.CREATING:
+            # The cloud refuses deletes during a create; one DELETE once it has settled.
+            return False
         if instance.state != InstanceState.DELETING:
             try:
                 await self._cloud("delete", lambda: self.cloud.delete(instance_name))

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provisioner.claims.model import Claim, ConditionType
@@ -34,14 +34,23 @@ class GcPlan:
     vanished_claims: tuple[Claim, ...]
 
 
+ClaimsByInstance = Mapping[str, Claim | Sequence[Claim]]
+
+
+def _all(value: Claim | Sequence[Claim] | None) -> Sequence[Claim]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, Claim) else value
+
+
 def plan(
     instances: Iterable[Instance],
-    claims_by_instance: Mapping[str, Claim],
+    claims_by_instance: ClaimsByInstance,
     orphan_since: dict[str, float],
     now: float,
     grace: float,
     *,
-    managed: Mapping[str, Claim] | None = None,
+    managed: ClaimsByInstance | None = None,
 ) -> GcPlan:
     """Decide what to collect; updates ``orphan_since`` (instance name -> first time seen orphaned).
 
@@ -55,8 +64,10 @@ def plan(
         if not inst.managed:
             continue
         listed[inst.name] = inst
-        claim = claims_by_instance.get(inst.name)
-        if claim is not None and (not inst.claim_uid or inst.claim_uid == claim.uid):
+        # Several claims can map to one name (a Machine and a NodeClaim called alike): the instance
+        # is an orphan only when none of them is the one it was created for.
+        claims = _all(claims_by_instance.get(inst.name))
+        if any(not inst.claim_uid or inst.claim_uid == claim.uid for claim in claims):
             continue
         orphans.add(inst.name)
     for name in list(orphan_since):
@@ -67,9 +78,11 @@ def plan(
         first = orphan_since.setdefault(name, now)
         if now - first >= grace and listed[name].state != InstanceState.DELETING:
             delete.append(name)
+    candidates = claims_by_instance if managed is None else managed
     vanished = tuple(
         claim
-        for name, claim in sorted((claims_by_instance if managed is None else managed).items())
+        for name in sorted(candidates)
+        for claim in _all(candidates[name])
         if name not in listed and not claim.deleting and claim.status.is_true(ConditionType.LAUNCHED)
     )
     return GcPlan(tuple(delete), vanished)
@@ -115,8 +128,13 @@ class GarbageCollector:
         except ApiError as e:
             logger.warning("garbage collection skipped: listing claims failed: %s", e)
             return GcPlan((), ())
-        owners = {c.instance_name_of(claim): claim for claim in claims}
-        managed = {name: claim for name, claim in owners.items() if is_managed(claim, c.settings)}
+        owners: dict[str, list[Claim]] = {}
+        managed: dict[str, list[Claim]] = {}
+        for claim in claims:
+            name = c.instance_name_of(claim)
+            owners.setdefault(name, []).append(claim)
+            if is_managed(claim, c.settings):
+                managed.setdefault(name, []).append(claim)
         decided = plan(instances, owners, self.orphan_since, time.monotonic(), self.grace, managed=managed)
         for name in decided.delete_instances:
             logger.info(

@@ -191,9 +191,9 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*waiters, stopper], return_when=asyncio.FIRST_COMPLETED)
         lost = holder is not None and holder in done
-        if lost and runtime.controller is not None:
+        if lost:
             # Stop acting at once: nothing may be written by a replica that is no longer the leader.
-            await runtime.controller.stop()
+            await _stop_controller(runtime)
         for task in (operator, holder, stopper):
             if task is not None and not task.done():
                 task.cancel()

@@ -51,6 +51,15 @@ def find_node(nodes: Iterable[Node], claim: Claim, instance_name: str) -> Node |
     return matches[0] if matches else None
 
 
+def find_owned_node(nodes: Iterable[Node], claim: Claim) -> Node | None:
+    """The Node that carries an ownerReference to this claim (set at registration), if any."""
+    for n in nodes:
+        owners = (n.get("metadata") or {}).get("ownerReferences") or ()
+        if any(o.get("uid") == claim.uid for o in owners):
+            return n
+    return None
+
+
 def desired_node_patch(node: Node, claim: Claim, extra_labels: Mapping[str, str]) -> dict[str, Any] | None:
     """A merge patch bringing the node in line with the claim, or None when it already is."""
     meta = node.get("metadata") or {}

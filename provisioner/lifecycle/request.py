@@ -20,8 +20,8 @@ from provisioner.settings import Settings
 
 #: Below this an OS disk request is ignored (the cloud's default size is used), with a warning.
 MIN_OS_DISK_GIB = 30
-#: Largest OS disk a managed disk allows.
-MAX_OS_DISK_GIB = 4095
+#: Largest OS disk AKS accepts for a node pool.
+MAX_OS_DISK_GIB = 2048
 #: A storage request that is a bare number this small was meant in GiB ("400"), not bytes.
 _BARE_NUMBER_GIB_LIMIT = Decimal(1 << 20)
 

@@ -7,6 +7,7 @@ serve. Pods already being deleted are waited for, not evicted again.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,33 @@ def _critical(pod: Pod) -> bool:
     return (pod.get("spec") or {}).get("priorityClassName") in CRITICAL_PRIORITY_CLASSES
 
 
-def plan(pods: Iterable[Pod]) -> DrainPlan:
+#: A pod still terminating this long after its deletion is not waited for (its kubelet is gone).
+STUCK_TERMINATING_SECONDS = 60.0
+
+
+def _stuck(pod: Pod, now: datetime.datetime | None) -> bool:
+    when = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if now is None or not isinstance(when, str):
+        return False
+    try:
+        since = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (now - since).total_seconds() > STUCK_TERMINATING_SECONDS
+
+
+def plan(pods: Iterable[Pod], now: datetime.datetime | None = None, *, node_ready: bool = True) -> DrainPlan:
+    """What to evict now and what to wait for.
+
+    Pods already being deleted are waited for — unless they have been stuck for a minute, or the
+    node is not Ready (no kubelet will ever finish them).
+    """
     relevant = [p for p in pods if not _ignored(p)]
-    terminating = tuple(p for p in relevant if (p.get("metadata") or {}).get("deletionTimestamp"))
+    terminating = tuple(
+        p
+        for p in relevant
+        if (p.get("metadata") or {}).get("deletionTimestamp") and node_ready and not _stuck(p, now)
+    )
     live = [p for p in relevant if not (p.get("metadata") or {}).get("deletionTimestamp")]
     normal = tuple(p for p in live if not _critical(p))
     critical = tuple(p for p in live if _critical(p))

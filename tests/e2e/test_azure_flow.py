@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     event_reasons,
     events_for,
     get_json,
+    nodes_of_pool,
     wait_for,
 )
 from tests.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
@@ -251,4 +252,34 @@ def test_deleting_the_node_takes_claim_and_pool_with_it(
         arm.wait_pool_gone(name)
         assert arm.count("DELETE", name) == 1
     finally:
+        ctl.stop()
+
+
+def test_a_claim_named_like_a_foreign_pool_never_touches_it(
+    cluster: Cluster, workdir: Path, arm: FakeArm
+) -> None:
+    """The claim cannot launch (the name is taken), and deleting it must not drain or delete the
+    other pool's node, nor the pool."""
+    ctl = _controller(cluster, workdir, arm).start()
+    name = random_claim_name()
+    arm.put_pool(name, T4, {"team": "someone-else"})
+    try:
+        node = wait_for("the foreign pool's node", lambda: (ns := nodes_of_pool(cluster, name)) and ns[0])
+        create(cluster, ctl.label(kaito_machine(name, instance_type=T4)))
+        machine = wait_for(
+            "MachineLaunched False",
+            lambda: (
+                (m := get_json(cluster, "machine", name))
+                and condition_status(m, "MachineLaunched") == "False"
+                and m
+            ),
+        )
+        assert "PoolNameConflict" in conditions(machine)["MachineLaunched"]["reason"]
+        delete_and_wait(cluster, "machine", name)
+        after = get_json(cluster, "node", node["metadata"]["name"])
+        assert after is not None and not after["metadata"].get("deletionTimestamp")
+        assert not after["spec"].get("unschedulable"), "a node we do not own was cordoned"
+        assert name in arm.pools() and arm.count("DELETE", name) == 0
+    finally:
+        arm.delete_pool(name)
         ctl.stop()

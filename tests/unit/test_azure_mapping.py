@@ -411,3 +411,9 @@ def test_provider_id_prefix_matches_aks_node_provider_ids() -> None:
         "virtualMachineScaleSets/aks-ws0123abcd9-12345678-vmss/virtualMachines/0"
     )
     assert node.startswith(prefix)
+
+
+def test_warnings_never_raise_for_a_disk_the_cloud_refuses() -> None:
+    """create() refuses it with InvalidSpec; asking for warnings first must not blow up a reconcile."""
+    request = InstanceRequest("ws1", "u", "ws1", ("Standard_NC6s_v3",), os_disk_size_gib=3000)
+    assert request_warnings(request, settings()) == ()

@@ -202,7 +202,7 @@ def test_nodeclaim_without_image_family_annotation_leaves_it_to_the_cloud() -> N
         ("120Gi", 120),
         ("400", 400),  # Kaito sometimes writes a bare number meaning GiB
         ("30Gi", 30),
-        ("4095Gi", 4095),
+        ("2048Gi", 2048),  # the largest OS disk AKS accepts
         ("1Ti", 1024),
         ("128G", 120),  # 128e9 bytes rounded up to whole GiB
         ("107374182400", 100),  # a large bare number is bytes
@@ -238,6 +238,7 @@ def test_small_storage_request_uses_default_disk_with_warning(storage: str) -> N
         "0",
         "-120Gi",
         "5000Gi",
+        "2049Gi",
         "4096Gi",
         "1Ei",
         "garbage",

@@ -337,3 +337,46 @@ def test_a_claim_we_do_not_manage_still_owns_its_instance_and_is_never_deleted()
     assert [c.name for c in decided.vanished_claims] == ["ws2"]
     only_unmanaged = gc.plan([], owners, since, now=0.0, grace=GRACE, managed={})
     assert only_unmanaged.vanished_claims == ()
+
+
+def test_pods_stuck_terminating_or_on_a_not_ready_node_are_not_waited_for() -> None:
+    """A dead kubelet never finishes a pod: waiting for it would keep the GPU pool forever."""
+    now = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+
+    def terminating(seconds_ago: float) -> dict[str, Any]:
+        since = (now - datetime.timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "metadata": {"name": f"p{int(seconds_ago)}", "namespace": "d", "deletionTimestamp": since},
+            "spec": {"nodeName": "n"},
+            "status": {"phase": "Running"},
+        }
+
+    assert not drain.plan([terminating(10)], now).done  # a normal graceful deletion is waited for
+    assert drain.plan([terminating(120)], now).done  # stuck for two minutes: its kubelet is gone
+    assert drain.plan([terminating(10)], now, node_ready=False).done
+
+
+def test_a_machine_and_a_nodeclaim_with_one_name_do_not_orphan_each_others_pool() -> None:
+    since: dict[str, float] = {}
+    machine_claim = claim("ws1", "u-machine")
+    nodeclaim_claim = claim("ws1", "u-nodeclaim", launched=False)
+    owners = {"ws1": [machine_claim, nodeclaim_claim]}
+    decided = gc.plan([inst("ws1", uid="u-machine")], owners, since, now=100 * GRACE, grace=GRACE)
+    assert decided.delete_instances == ()
+    assert since == {}
+    assert decided.vanished_claims == ()
+
+
+def test_only_a_node_carrying_the_claims_owner_reference_is_its_own() -> None:
+    from provisioner.lifecycle.registration import find_owned_node
+
+    c = claim("nodepool1", "u-1")
+    system = {
+        "metadata": {
+            "name": "aks-nodepool1-1-vmss000000",
+            "labels": {"kubernetes.azure.com/agentpool": "nodepool1"},
+        }
+    }
+    mine = {"metadata": {"name": "aks-x", "ownerReferences": [{"uid": "u-1", "kind": "NodeClaim"}]}}
+    assert find_owned_node([system], c) is None
+    assert find_owned_node([system, mine], c) is mine

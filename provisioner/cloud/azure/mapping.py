@@ -281,7 +281,10 @@ class PoolSpec:
 def request_warnings(request: InstanceRequest, settings: AzureSettings) -> tuple[str, ...]:
     """Everything of ``request`` that will not reach the node as asked (for an event)."""
     _, dropped = node_labels(request, is_gpu=False)
-    _, disk_warning = os_disk_size(request.os_disk_size_gib)
+    try:
+        _, disk_warning = os_disk_size(request.os_disk_size_gib)
+    except InvalidSpec:
+        disk_warning = None  # not a warning: create() refuses it with a clear InvalidSpec
     _, tag_warnings = pool_tags(request, settings)
     out = [str(d) for d in dropped if d.warn]
     if disk_warning:
