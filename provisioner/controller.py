@@ -19,6 +19,7 @@ from provisioner.claims.conditions import roll_up_ready, set_condition
 from provisioner.claims.dialects import DIALECTS, Dialect, dialect_of
 from provisioner.claims.model import (
     INSTANCE_NAME_ANNOTATION,
+    MANAGED_ANNOTATION,
     TERMINATION_FINALIZER,
     Claim,
     Condition,
@@ -243,9 +244,20 @@ class Controller:
             self.metrics.reconciles.labels(dialect.name, result).inc()
 
     async def _reconcile_live(self, claim: Claim) -> float | None:
-        if TERMINATION_FINALIZER not in claim.finalizers:
+        if (
+            TERMINATION_FINALIZER not in claim.finalizers
+            or claim.annotations.get(MANAGED_ANNOTATION) != "true"
+        ):
             # Before any cloud call: no instance may exist without a finalizer to clean it up.
-            claim = await self._set_finalizers(claim, [*claim.finalizers, TERMINATION_FINALIZER])
+            finalizers = list(dict.fromkeys([*claim.finalizers, TERMINATION_FINALIZER]))
+            patch = {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "annotations": {MANAGED_ANNOTATION: "true"},
+                    "resourceVersion": claim.resource_version,
+                }
+            }
+            claim = await self._patch_claim(claim, patch)
             self.metrics.claim(claim.dialect, "created", self._nodepool(claim))
         instance_name = self.instance_name_of(claim)
         self.instance_owner[instance_name] = (claim.dialect, claim.name)

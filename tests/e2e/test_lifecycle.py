@@ -410,3 +410,16 @@ def test_termination_grace_period_bounds_a_blocked_drain(cluster: Cluster, contr
     )
     assert "DrainTimeout" in event_reasons(cluster, name)
     cluster.kubectl("delete", "pdb", f"pdb-{name}", "-n", "default")
+
+
+def test_a_claim_that_loses_its_selector_label_is_still_cleaned_up(
+    cluster: Cluster, controller: Controller
+) -> None:
+    name = random_claim_name()
+    create(cluster, controller.label(kaito_machine(name)))
+    machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    assert machine["metadata"]["annotations"]["gpu-provisioner.sh/managed"] == "true"
+    node_name = machine["status"]["nodeName"]
+    cluster.kubectl("label", "machine", name, f"{controller.selector}-")
+    delete_and_wait(cluster, "machine", name)
+    wait_for("node gone", lambda: get_json(cluster, "node", node_name) is None)

@@ -521,3 +521,17 @@ def test_not_a_duration_is_none(text: object) -> None:
     from provisioner.claims.dialects import parse_duration
 
     assert parse_duration(text) is None
+
+
+def test_a_claim_we_took_over_stays_ours_without_its_labels() -> None:
+    from provisioner.claims.model import Claim
+    from provisioner.claims.selection import is_managed
+    from provisioner.settings import Settings
+
+    settings = Settings.from_env({})
+    unlabelled = Claim(dialect="machine", name="ws1", uid="u")
+    assert not is_managed(unlabelled, settings)
+    taken_over = Claim(
+        dialect="machine", name="ws1", uid="u", annotations={"gpu-provisioner.sh/managed": "true"}
+    )
+    assert is_managed(taken_over, settings)
