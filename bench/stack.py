@@ -277,6 +277,7 @@ class ControllerProcess:
             **self.env,
             # Only this run's claims, whatever else the cluster holds.
             "CLAIM_SELECTOR_LABELS": self.selector,
+            "CONTROLLER_NAME": f"bench-{self.run_id}",
             "CLAIM_NODE_CLASS_KINDS": "",
             "LEADER_ELECTION_NAMESPACE": "default",
             "LEADER_ELECTION_NAME": f"gpu-provisioner-bench-{self.run_id}",

@@ -19,7 +19,8 @@ from provisioner.claims.conditions import roll_up_ready, set_condition
 from provisioner.claims.dialects import DIALECTS, Dialect, dialect_of
 from provisioner.claims.model import (
     INSTANCE_NAME_ANNOTATION,
-    MANAGED_ANNOTATION,
+    MANAGED_BY_ANNOTATION,
+    REGISTERED_LABEL,
     TERMINATION_FINALIZER,
     Claim,
     Condition,
@@ -40,7 +41,7 @@ from provisioner.kube import (
     NotFoundError,
     TooManyRequestsError,
 )
-from provisioner.lifecycle import initialization, launch, liveness, registration
+from provisioner.lifecycle import initialization, launch, limits, liveness, registration
 from provisioner.lifecycle.request import InvalidClaim, prepare
 from provisioner.lifecycle.result import Event, EventType, StepResult
 from provisioner.metrics import Metrics
@@ -128,6 +129,8 @@ class Controller:
         self.nodes: dict[str, Body] = {}
         self.instance_owner: dict[str, Key] = {}
         self.attempts: dict[str, int] = {}
+        #: Claims whose create was sent by this process (they hold an instance before their status says so).
+        self.launching: set[str] = set()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
 
     # ------------------------------------------------------------------ watch feeds
@@ -246,14 +249,14 @@ class Controller:
     async def _reconcile_live(self, claim: Claim) -> float | None:
         if (
             TERMINATION_FINALIZER not in claim.finalizers
-            or claim.annotations.get(MANAGED_ANNOTATION) != "true"
+            or claim.annotations.get(MANAGED_BY_ANNOTATION) != self.settings.controller_name
         ):
             # Before any cloud call: no instance may exist without a finalizer to clean it up.
             finalizers = list(dict.fromkeys([*claim.finalizers, TERMINATION_FINALIZER]))
             patch = {
                 "metadata": {
                     "finalizers": finalizers,
-                    "annotations": {MANAGED_ANNOTATION: "true"},
+                    "annotations": {MANAGED_BY_ANNOTATION: self.settings.controller_name},
                     "resourceVersion": claim.resource_version,
                 }
             }
@@ -320,6 +323,16 @@ class Controller:
                 if label_patch:
                     await self._patch_node(node, label_patch)
         repair = liveness.not_ready_repair(node, now, self.settings)
+        if repair is not None and repair.delete_claim:
+            paused, unhealthy, total = limits.repair_paused(self._managed_nodes())
+            if paused:
+                message = (
+                    f"{unhealthy} of {total} managed nodes are not Ready; repair paused so that an outage "
+                    "does not delete every node"
+                )
+                repair = StepResult(
+                    events=(Event(EventType.WARNING, "RepairPaused", message),), requeue_after=60.0
+                )
         if repair is not None:
             steps.append(repair)
             if repair.delete_claim:
@@ -355,6 +368,11 @@ class Controller:
             ]
         await self._publish(claim, tuple(warnings))
         attempt = self.attempts.get(claim.uid, 0)
+        if not limits.holds_instance(claim) and claim.uid not in self.launching:
+            waiting = await self._over_limits(claim, prepared.request.instance_types[0])
+            if waiting is not None:
+                return waiting
+        self.launching.add(claim.uid)
         try:
             instance: Instance = await self._cloud("create", lambda: self.cloud.create(prepared.request))
         except CloudError as e:
@@ -391,6 +409,21 @@ class Controller:
             self.attempts.pop(claim.uid, None)
             self.metrics.claim(claim.dialect, "launched", self._nodepool(claim))
         return step
+
+    async def _over_limits(self, claim: Claim, instance_type: str) -> StepResult | None:
+        """Why launching one more node would break MAX_NODES / MAX_GPUS, or None."""
+        if not self.settings.max_nodes and not self.settings.max_gpus:
+            return None
+        gpus_by_type: dict[str, int] = {}
+        if self.settings.max_gpus:
+            types = await self._cloud("instance_types", self.cloud.instance_types)
+            gpus_by_type = {t.name.lower(): t.gpus for t in types}
+        holders = [
+            c
+            for c in self.managed_claims()
+            if c.uid != claim.uid and (limits.holds_instance(c) or c.uid in self.launching)
+        ]
+        return limits.check(holders, gpus_by_type.get(instance_type.lower(), 0), gpus_by_type, self.settings)
 
     async def _patch_node(self, node: Node, patch: Body) -> Node:
         name = node["metadata"]["name"]
@@ -491,6 +524,7 @@ class Controller:
         await self._set_finalizers(claim, remaining)
         self.metrics.claim(claim.dialect, "terminated", self._nodepool(claim))
         self.attempts.pop(claim.uid, None)
+        self.launching.discard(claim.uid)
         self.instance_owner.pop(instance_name, None)
         self.events.forget(claim.uid)
         return None
@@ -631,6 +665,15 @@ class Controller:
             if is_managed(claim, self.settings):
                 out.append(claim)
         return out
+
+    def _managed_nodes(self) -> list[Node]:
+        """Nodes we registered for a claim (they carry our finalizer and the registered label)."""
+        return [
+            n
+            for n in self.nodes.values()
+            if TERMINATION_FINALIZER in ((n.get("metadata") or {}).get("finalizers") or ())
+            and ((n.get("metadata") or {}).get("labels") or {}).get(REGISTERED_LABEL) == "true"
+        ]
 
     def observe_states(self) -> None:
         """Set the per-state claim gauge from the store (called periodically)."""

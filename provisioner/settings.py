@@ -40,6 +40,12 @@ def _bool(value: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     cloud: str = _setting("azure", "CLOUD_PROVIDER", "Cloud provider plugin to use (installed entry points).")
+    controller_name: str = _setting(
+        "gpu-provisioner",
+        "CONTROLLER_NAME",
+        "Name this installation marks the claims it takes over with; give each installation its own "
+        "when several share a cluster.",
+    )
     cluster_name: str = _setting("", "AZURE_CLUSTER_NAME", "Name of the cluster the nodes join; tags pools.")
     # -- which claims are ours
     claim_labels: tuple[str, ...] = _setting(
@@ -55,6 +61,8 @@ class Settings:
     instance_type_allowlist: tuple[str, ...] = _setting(
         (), "INSTANCE_TYPE_ALLOWLIST", "If set, only these instance types may be launched (comma-separated)."
     )
+    max_nodes: int = _setting(0, "MAX_NODES", "Most nodes all managed claims may hold at once (0: no limit).")
+    max_gpus: int = _setting(0, "MAX_GPUS", "Most GPUs all managed claims may hold at once (0: no limit).")
     # -- lifecycle
     registration_timeout: float = _setting(
         1200.0,

@@ -28,9 +28,9 @@ TERMINATION_FINALIZER = "karpenter.sh/termination"
 #: Our own bookkeeping on claims (never in status: the CRD schema would prune it).
 ANNOTATION_PREFIX = "gpu-provisioner.sh"
 INSTANCE_NAME_ANNOTATION = f"{ANNOTATION_PREFIX}/instance-name"
-#: Set when we take a claim over (with our finalizer): it stays ours even if it stops matching the
-#: selector, so its instance and finalizer are still cleaned up.
-MANAGED_ANNOTATION = f"{ANNOTATION_PREFIX}/managed"
+#: Set to the controller's name when it takes a claim over (with its finalizer): the claim stays that
+#: controller's even if it stops matching the selector, so its instance and finalizer are cleaned up.
+MANAGED_BY_ANNOTATION = f"{ANNOTATION_PREFIX}/managed-by"
 
 
 class ConditionType(StrEnum):

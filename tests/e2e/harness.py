@@ -102,6 +102,7 @@ class Controller:
             **(env or {}),
             # Always this controller's own, even when ``env`` is another controller's.
             "CLAIM_SELECTOR_LABELS": self.selector,
+            "CONTROLLER_NAME": f"e2e-{run_id}",
             "LEADER_ELECTION_NAME": f"gpu-provisioner-{run_id}",
             "METRICS_PORT": str(self.metrics_port),
             "HEALTH_PORT": str(self.health_port),

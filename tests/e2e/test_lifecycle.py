@@ -9,6 +9,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -418,8 +419,34 @@ def test_a_claim_that_loses_its_selector_label_is_still_cleaned_up(
     name = random_claim_name()
     create(cluster, controller.label(kaito_machine(name)))
     machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
-    assert machine["metadata"]["annotations"]["gpu-provisioner.sh/managed"] == "true"
+    assert machine["metadata"]["annotations"]["gpu-provisioner.sh/managed-by"] == f"e2e-{controller.run_id}"
     node_name = machine["status"]["nodeName"]
     cluster.kubectl("label", "machine", name, f"{controller.selector}-")
     delete_and_wait(cluster, "machine", name)
     wait_for("node gone", lambda: get_json(cluster, "node", node_name) is None)
+
+
+def test_max_nodes_makes_a_claim_wait_until_a_node_is_freed(cluster: Cluster, tmp_path: Path) -> None:
+    ctl = Controller(cluster, tmp_path, env={"MAX_NODES": "1"}).start()
+    try:
+        first, second = random_claim_name(), random_claim_name()
+        create(cluster, ctl.label(kaito_machine(first)))
+        wait_for("first machine Ready", lambda: _ready(cluster, "machine", first))
+        create(cluster, ctl.label(kaito_machine(second)))
+        waiting = wait_for(
+            "second machine waits",
+            lambda: (
+                (m := get_json(cluster, "machine", second))
+                and conditions(m).get("MachineLaunched", {}).get("reason") == "NodeLimitReached"
+                and m
+            ),
+        )
+        assert conditions(waiting)["MachineLaunched"]["status"] == "False"
+        assert "NodeLimitReached" in event_reasons(cluster, second)
+        delete_and_wait(cluster, "machine", first)
+        wait_for(
+            "second machine Ready once the first is gone", lambda: _ready(cluster, "machine", second), 60
+        )
+        delete_and_wait(cluster, "machine", second)
+    finally:
+        ctl.stop()

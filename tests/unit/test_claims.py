@@ -532,6 +532,21 @@ def test_a_claim_we_took_over_stays_ours_without_its_labels() -> None:
     unlabelled = Claim(dialect="machine", name="ws1", uid="u")
     assert not is_managed(unlabelled, settings)
     taken_over = Claim(
-        dialect="machine", name="ws1", uid="u", annotations={"gpu-provisioner.sh/managed": "true"}
+        dialect="machine",
+        name="ws1",
+        uid="u",
+        annotations={"gpu-provisioner.sh/managed-by": "gpu-provisioner"},
     )
     assert is_managed(taken_over, settings)
+
+
+def test_a_claim_taken_over_by_another_installation_is_not_ours() -> None:
+    from provisioner.claims.model import Claim
+    from provisioner.claims.selection import is_managed
+    from provisioner.settings import Settings
+
+    other = Claim(
+        dialect="machine", name="ws1", uid="u", annotations={"gpu-provisioner.sh/managed-by": "team-b"}
+    )
+    assert not is_managed(other, Settings.from_env({}))
+    assert is_managed(other, Settings.from_env({"CONTROLLER_NAME": "team-b"}))
