@@ -454,6 +454,9 @@ def test_optional_parts_and_our_settings_keys(helm: Helm) -> None:
         "", "--set", "podDisruptionBudget.enabled=false", "--set", "workloadIdentity.enabled=false"
     )
     assert not find(off, "PodDisruptionBudget")
+    assert "MAX_NODES" not in env_of(off) and "MAX_GPUS" not in env_of(off)  # 0 = no limit: left out
+    limited = env_of(helm.template("", "--set", "settings.maxNodes=4", "--set", "settings.maxGpus=16"))
+    assert (limited["MAX_NODES"], limited["MAX_GPUS"]) == ("4", "16")
     assert (
         "azure.workload.identity/use" not in one(off, "Deployment")["spec"]["template"]["metadata"]["labels"]
     )

@@ -126,6 +126,12 @@ controller.env replaces the chart's variable of that name instead of duplicating
 {{- with .Values.settings.instanceTypeAllowlist }}
 {{- $env = append $env (dict "name" "INSTANCE_TYPE_ALLOWLIST" "value" (join "," .)) }}
 {{- end }}
+{{- with .Values.settings.maxNodes }}
+{{- $env = append $env (dict "name" "MAX_NODES" "value" (toString .)) }}
+{{- end }}
+{{- with .Values.settings.maxGpus }}
+{{- $env = append $env (dict "name" "MAX_GPUS" "value" (toString .)) }}
+{{- end }}
 {{- $azure := .Values.settings.azure | default dict }}
 {{- range $key, $var := dict "clusterName" "AZURE_CLUSTER_NAME" "subscriptionId" "ARM_SUBSCRIPTION_ID" "resourceGroup" "ARM_RESOURCE_GROUP" "location" "LOCATION" "nodeResourceGroup" "AZURE_NODE_RESOURCE_GROUP" "armEndpoint" "ARM_ENDPOINT" "vnetSubnetId" "AZURE_VNET_SUBNET_ID" }}
 {{- with (get $azure $key) }}
