@@ -149,6 +149,13 @@ class Controller:
         if event_type == "DELETED":
             self.claims.pop(key, None)
             self.queue.forget(key)
+            uid = (body.get("metadata") or {}).get("uid", "")
+            self.attempts.pop(uid, None)
+            self.launching.discard(uid)
+            self.events.forget(uid)
+            for instance, owner in list(self.instance_owner.items()):
+                if owner == key:
+                    del self.instance_owner[instance]
             return
         if _resource_version(self.claims.get(key)) == _resource_version(body):
             return  # the echo of our own write: we already acted on this version

@@ -269,3 +269,28 @@ def test_valid_settings_reach_the_operator_with_flags_winning(
     )
     assert seen["kubeconfig"] == "/tmp/kc"
     assert seen["logs"] == ("info", "json")
+
+
+def test_tracebacks_are_masked_too() -> None:
+    import io
+    import logging
+
+    from provisioner.logs import JsonFormatter, SecretRedactingFilter, TextFormatter
+
+    for formatter in (JsonFormatter(), TextFormatter()):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.addFilter(SecretRedactingFilter(["s3cr3t-value"]))
+        log = logging.getLogger(f"test-redaction-{type(formatter).__name__}")
+        log.addHandler(handler)
+        log.propagate = False
+        try:
+            raise RuntimeError(
+                "token request failed: client_secret=s3cr3t-value Bearer eyJhbGciOi.eyJzdWIi.sig"
+            )
+        except RuntimeError:
+            log.exception("call failed")
+        out = stream.getvalue()
+        assert "s3cr3t-value" not in out and "eyJhbGciOi" not in out, out
+        assert "RuntimeError" in out and "call failed" in out
