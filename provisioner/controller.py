@@ -317,6 +317,8 @@ class Controller:
             return None
 
         node = await self._sync_node(claim, node)
+        for stale in registration.replaced_nodes(self.nodes.values(), claim, node["metadata"]["name"]):
+            await self._remove_node_finalizer(stale["metadata"]["name"])
         newly_registered = not claim.status.is_true(ConditionType.REGISTERED)
         steps.append(registration.registered(claim, node))
         if newly_registered:

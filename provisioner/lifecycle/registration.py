@@ -60,6 +60,21 @@ def find_owned_node(nodes: Iterable[Node], claim: Claim) -> Node | None:
     return None
 
 
+def replaced_nodes(nodes: Iterable[Node], claim: Claim, current: str) -> list[Node]:
+    """Nodes this claim registered that are being deleted and are no longer its node (AKS replaced
+    the VM during an upgrade or reimage): they only wait for our finalizer to go."""
+    out = []
+    for n in nodes:
+        meta = n.get("metadata") or {}
+        if meta.get("name") == current or not meta.get("deletionTimestamp"):
+            continue
+        if TERMINATION_FINALIZER not in (meta.get("finalizers") or ()):
+            continue
+        if any(o.get("uid") == claim.uid for o in meta.get("ownerReferences") or ()):
+            out.append(n)
+    return out
+
+
 def desired_node_patch(node: Node, claim: Claim, extra_labels: Mapping[str, str]) -> dict[str, Any] | None:
     """A merge patch bringing the node in line with the claim, or None when it already is."""
     meta = node.get("metadata") or {}

@@ -380,3 +380,23 @@ def test_only_a_node_carrying_the_claims_owner_reference_is_its_own() -> None:
     mine = {"metadata": {"name": "aks-x", "ownerReferences": [{"uid": "u-1", "kind": "NodeClaim"}]}}
     assert find_owned_node([system], c) is None
     assert find_owned_node([system, mine], c) is mine
+
+
+def test_a_replaced_node_of_the_claim_is_released() -> None:
+    from provisioner.lifecycle.registration import replaced_nodes
+
+    c = claim("ws1", "u-1")
+
+    def node(name: str, deleting: bool, owner: str = "u-1") -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "finalizers": ["karpenter.sh/termination"],
+            "ownerReferences": [{"uid": owner}],
+        }
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return {"metadata": meta}
+
+    old, new, foreign = node("old", True), node("new", False), node("other", True, owner="u-2")
+    assert replaced_nodes([old, new, foreign], c, "new") == [old]
+    assert replaced_nodes([old], c, "old") == []  # the claim's own node deleting: the claim goes instead
