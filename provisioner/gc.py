@@ -34,13 +34,8 @@ class GcPlan:
     vanished_claims: tuple[Claim, ...]
 
 
-ClaimsByInstance = Mapping[str, Claim | Sequence[Claim]]
-
-
-def _all(value: Claim | Sequence[Claim] | None) -> Sequence[Claim]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, Claim) else value
+#: Claims by the instance name they map to (a Machine and a NodeClaim may share one).
+ClaimsByInstance = Mapping[str, Sequence[Claim]]
 
 
 def plan(
@@ -66,7 +61,7 @@ def plan(
         listed[inst.name] = inst
         # Several claims can map to one name (a Machine and a NodeClaim called alike): the instance
         # is an orphan only when none of them is the one it was created for.
-        claims = _all(claims_by_instance.get(inst.name))
+        claims = claims_by_instance.get(inst.name, ())
         if any(not inst.claim_uid or inst.claim_uid == claim.uid for claim in claims):
             continue
         orphans.add(inst.name)
@@ -82,7 +77,7 @@ def plan(
     vanished = tuple(
         claim
         for name in sorted(candidates)
-        for claim in _all(candidates[name])
+        for claim in candidates[name]
         if name not in listed and not claim.deleting and claim.status.is_true(ConditionType.LAUNCHED)
     )
     return GcPlan(tuple(delete), vanished)

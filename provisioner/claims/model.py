@@ -21,7 +21,6 @@ REGISTERED_LABEL = "karpenter.sh/registered"
 INITIALIZED_LABEL = "karpenter.sh/initialized"
 UNREGISTERED_TAINT_KEY = "karpenter.sh/unregistered"
 IMAGE_FAMILY_ANNOTATION = "kaito.sh/node-image-family"
-DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
 #: Finalizer Karpenter puts on claims and on their Nodes.
 TERMINATION_FINALIZER = "karpenter.sh/termination"
 

@@ -8,6 +8,10 @@ error code and message are kept for events, conditions and metrics.
 
 from __future__ import annotations
 
+#: The words Karpenter (and therefore Kaito) use when no candidate instance type could be launched;
+#: Kaito recognises a capacity shortage by them. Providers start a combined capacity error with them.
+ALL_INSTANCE_TYPES_UNAVAILABLE = "all requested instance types were unavailable during launch"
+
 
 class CloudError(Exception):
     """Base of all provider errors: the cloud's message and, when it has one, its error code."""

@@ -21,15 +21,22 @@ from provisioner.claims.model import (
     ConditionType,
     Status,
 )
-from provisioner.cloud.errors import CloudError, InsufficientCapacity, InvalidSpec, NotFound, Throttled
+from provisioner.cloud.errors import (
+    ALL_INSTANCE_TYPES_UNAVAILABLE,
+    CloudError,
+    InsufficientCapacity,
+    InvalidSpec,
+    NotFound,
+    Throttled,
+)
 from provisioner.cloud.types import Instance, InstanceState
 from provisioner.lifecycle.request import InvalidClaim
 from provisioner.lifecycle.result import Event, EventType, StepResult
 from provisioner.settings import Settings
 
-#: Kaito compares a Machine's MachineLaunched message with this text for equality (and looks for it
-#: in a NodeClaim's Launched message) to stop creating replacement claims while capacity is short.
-ALL_INSTANCE_TYPES_UNAVAILABLE = "all requested instance types were unavailable during launch"
+# Kaito compares a Machine's MachineLaunched message with ALL_INSTANCE_TYPES_UNAVAILABLE for equality
+# (and looks for it in a NodeClaim's Launched message) to stop creating replacement claims while
+# capacity is short.
 
 #: Cap on how long a cloud's Retry-After is honoured.
 MAX_RETRY_AFTER = 300.0

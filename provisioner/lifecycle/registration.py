@@ -51,13 +51,15 @@ def find_node(nodes: Iterable[Node], claim: Claim, instance_name: str) -> Node |
     return matches[0] if matches else None
 
 
+def owned_by(node: Node, claim: Claim) -> bool:
+    """Whether the Node carries an ownerReference to this claim (set at registration)."""
+    owners = (node.get("metadata") or {}).get("ownerReferences") or ()
+    return any(o.get("uid") == claim.uid for o in owners)
+
+
 def find_owned_node(nodes: Iterable[Node], claim: Claim) -> Node | None:
-    """The Node that carries an ownerReference to this claim (set at registration), if any."""
-    for n in nodes:
-        owners = (n.get("metadata") or {}).get("ownerReferences") or ()
-        if any(o.get("uid") == claim.uid for o in owners):
-            return n
-    return None
+    """The Node this claim registered, if any."""
+    return next((n for n in nodes if owned_by(n, claim)), None)
 
 
 def replaced_nodes(nodes: Iterable[Node], claim: Claim, current: str) -> list[Node]:
@@ -68,9 +70,7 @@ def replaced_nodes(nodes: Iterable[Node], claim: Claim, current: str) -> list[No
         meta = n.get("metadata") or {}
         if meta.get("name") == current or not meta.get("deletionTimestamp"):
             continue
-        if TERMINATION_FINALIZER not in (meta.get("finalizers") or ()):
-            continue
-        if any(o.get("uid") == claim.uid for o in meta.get("ownerReferences") or ()):
+        if TERMINATION_FINALIZER in (meta.get("finalizers") or ()) and owned_by(n, claim):
             out.append(n)
     return out
 
@@ -100,8 +100,8 @@ def desired_node_patch(node: Node, claim: Claim, extra_labels: Mapping[str, str]
     if TERMINATION_FINALIZER not in finalizers:
         metadata["finalizers"] = [*finalizers, TERMINATION_FINALIZER]
 
-    owners = list(meta.get("ownerReferences") or [])
-    if not any(o.get("uid") == claim.uid for o in owners):
+    if not owned_by(node, claim):
+        owners = list(meta.get("ownerReferences") or [])
         metadata["ownerReferences"] = [*owners, dialect_of(claim).owner_reference(claim)]
 
     current = parse_taints(spec.get("taints"))

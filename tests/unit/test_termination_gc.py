@@ -220,7 +220,7 @@ def test_orphan_is_deleted_only_after_grace() -> None:
 def test_claims_own_instance_is_never_deleted() -> None:
     since: dict[str, float] = {}
     instances = [inst("ws1", uid="u1"), inst("ws2")]  # ws2 carries no uid tag (older version)
-    claims = {"ws1": claim("ws1", "u1"), "ws2": claim("ws2", "u2")}
+    claims = {"ws1": [claim("ws1", "u1")], "ws2": [claim("ws2", "u2")]}
     for now in (0.0, 10 * GRACE, 1000 * GRACE):
         decided = gc.plan(instances, claims, since, now=now, grace=GRACE)
         assert decided.delete_instances == ()
@@ -232,7 +232,7 @@ def test_uid_mismatch_is_an_orphan() -> None:
     """The claim was deleted and recreated under the same name: the old instance is not its own."""
     since: dict[str, float] = {}
     instances = [inst("ws1", uid="u-old")]
-    claims = {"ws1": claim("ws1", "u-new")}
+    claims = {"ws1": [claim("ws1", "u-new")]}
     assert gc.plan(instances, claims, since, now=0.0, grace=GRACE).delete_instances == ()
     assert "ws1" in since
     assert gc.plan(instances, claims, since, now=GRACE, grace=GRACE).delete_instances == ("ws1",)
@@ -251,7 +251,7 @@ def test_orphan_timer_resets_when_claim_reappears() -> None:
     instances = [inst("ws1", uid="u1")]
     gc.plan(instances, {}, since, now=0.0, grace=GRACE)  # claim not in the cache yet
     assert since == {"ws1": 0.0}
-    gc.plan(instances, {"ws1": claim("ws1", "u1")}, since, now=60.0, grace=GRACE)
+    gc.plan(instances, {"ws1": [claim("ws1", "u1")]}, since, now=60.0, grace=GRACE)
     assert since == {}
     again = gc.plan(instances, {}, since, now=200.0, grace=GRACE)
     assert again.delete_instances == ()  # a fresh grace period starts at 200
@@ -276,17 +276,17 @@ def test_orphan_already_deleting_is_not_deleted_again() -> None:
 def test_several_orphans_are_deleted_in_name_order() -> None:
     since: dict[str, float] = {}
     instances = [inst("wsc", uid="c"), inst("wsa", uid="a"), inst("wsb", uid="b")]
-    gc.plan(instances, {"wsb": claim("wsb", "b")}, since, now=0.0, grace=GRACE)
-    decided = gc.plan(instances, {"wsb": claim("wsb", "b")}, since, now=GRACE, grace=GRACE)
+    gc.plan(instances, {"wsb": [claim("wsb", "b")]}, since, now=0.0, grace=GRACE)
+    decided = gc.plan(instances, {"wsb": [claim("wsb", "b")]}, since, now=GRACE, grace=GRACE)
     assert decided.delete_instances == ("wsa", "wsc")
 
 
 def test_launched_claims_whose_instance_is_missing_are_flagged() -> None:
     claims = {
-        "wsvanished": claim("wsvanished", "u1"),
-        "wslaunching": claim("wslaunching", "u2", launched=False),
-        "wsdeleting": claim("wsdeleting", "u3", deleting=True),
-        "wspresent": claim("wspresent", "u4"),
+        "wsvanished": [claim("wsvanished", "u1")],
+        "wslaunching": [claim("wslaunching", "u2", launched=False)],
+        "wsdeleting": [claim("wsdeleting", "u3", deleting=True)],
+        "wspresent": [claim("wspresent", "u4")],
     }
     decided = gc.plan([inst("wspresent", uid="u4")], claims, {}, now=0.0, grace=GRACE)
     assert [c.name for c in decided.vanished_claims] == ["wsvanished"]
@@ -313,7 +313,7 @@ def test_gc_never_deletes_an_instance_its_claim_still_owns(
     times: list[float],
 ) -> None:
     instances = [inst(n, uid=u, managed=m, state=s) for n, u, m, s in raw_instances]
-    claims = {n: claim(n, u) for n, u in raw_claims}
+    claims = {n: [claim(n, u)] for n, u in raw_claims}
     since: dict[str, float] = {}
     for now in sorted(times):
         decided = gc.plan(instances, claims, since, now=now, grace=GRACE)
@@ -321,15 +321,15 @@ def test_gc_never_deletes_an_instance_its_claim_still_owns(
             i = next(i for i in instances if i.name == name)
             assert i.managed
             assert i.state != InstanceState.DELETING
-            owner = claims.get(name)
-            assert owner is None or (i.claim_uid is not None and i.claim_uid != owner.uid)
+            owners = claims.get(name, [])
+            assert all(i.claim_uid is not None and i.claim_uid != owner.uid for owner in owners)
             assert now - since[name] >= GRACE
 
 
 def test_a_claim_we_do_not_manage_still_owns_its_instance_and_is_never_deleted() -> None:
     """Unselected claims (e.g. a label was removed) protect their pool, and are not ours to delete."""
     since: dict[str, float] = {}
-    owners = {"ws1": claim("ws1", "u1"), "ws2": claim("ws2", "u2")}
+    owners = {"ws1": [claim("ws1", "u1")], "ws2": [claim("ws2", "u2")]}
     managed = {"ws2": owners["ws2"]}
     instances = [inst("ws1", uid="u1")]  # ws2's instance is missing
     decided = gc.plan(instances, owners, since, now=10 * GRACE, grace=GRACE, managed=managed)

@@ -28,6 +28,7 @@ from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.azure.skus import SkuFacts, UnavailableOfferings, index_skus, to_instance_type
 from provisioner.cloud.errors import (
+    ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
     InsufficientCapacity,
     InvalidSpec,
@@ -49,7 +50,6 @@ from provisioner.cloud.types import (
 log = logging.getLogger(__name__)
 
 #: Text Kaito looks for; also the start of our "every candidate failed" message.
-ALL_UNAVAILABLE = "all requested instance types were unavailable during launch"
 
 
 class AzureCloud:
@@ -405,7 +405,7 @@ def _all_failed(failures: list[tuple[str, CloudError]]) -> CloudError:
     quota = next((e for e in capacity if e.family), None)
     details = "; ".join(f"{size}: {err}" for size, err in failures)
     return InsufficientCapacity(
-        f"{ALL_UNAVAILABLE}: {details}",
+        f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {details}",
         capacity[0].code,
         instance_type=capacity[0].instance_type,
         family=quota.family if quota else None,
