@@ -59,6 +59,7 @@ from bench.stack import (
 )
 from bench.stats import per, seconds, summary
 from fakes import skus
+from fakes.kaito import random_claim_name
 from fakes.simulator import PROFILES
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -433,7 +434,7 @@ class Bench:
         bodies = []
         for i in range(o.claims):
             kind = o.kinds[i % len(o.kinds)]
-            name = shapes.claim_name()
+            name = random_claim_name()
             self.timelines.add(ClaimTimeline(name=name, kind=kind))
             bodies.append((kind, name, shapes.build(kind, name, o.instance_type, extra)))
         custom = kubernetes.client.CustomObjectsApi(self.api)

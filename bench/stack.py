@@ -6,12 +6,10 @@ kernel stops too if the benchmark dies without cleaning up (``PR_SET_PDEATHSIG``
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,34 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from fakes.arm import clientenv
+from fakes.arm.config import DEFAULT_LOCATION
 from hack import cluster as local_cluster
+from hack.cluster import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-RESOURCE_GROUP = "rg-gpu"
-CLUSTER = "aks-gpu"
-LOCATION = "eastus"
-TENANT = "11111111-1111-1111-1111-111111111111"
-CLIENT_ID = "22222222-2222-2222-2222-222222222222"
-#: Any JWT-shaped text: the fake's token endpoint accepts every client assertion.
-FEDERATED_TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06Z3B1In0."
+LOCATION = DEFAULT_LOCATION
 
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says what did not happen and where the logs are."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def die_with_parent() -> None:
-    # PR_SET_PDEATHSIG (1): the kernel sends SIGTERM to the child when the benchmark exits.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def spawn(
@@ -206,20 +188,7 @@ class FakeArmProcess:
 
     def controller_env(self) -> dict[str, str]:
         """What ``--cloud azure`` needs to reach this server (workload identity with a token file)."""
-        token_file = self.workdir / "sa-token"
-        token_file.write_text(FEDERATED_TOKEN)
-        return {
-            "ARM_ENDPOINT": self.endpoint,
-            "ARM_CA_BUNDLE": self.ca_bundle,
-            "AZURE_AUTHORITY_HOST": self.authority,
-            "AZURE_TENANT_ID": TENANT,
-            "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
-            "ARM_SUBSCRIPTION_ID": SUBSCRIPTION,
-            "ARM_RESOURCE_GROUP": RESOURCE_GROUP,
-            "AZURE_CLUSTER_NAME": CLUSTER,
-            "LOCATION": LOCATION,
-        }
+        return clientenv.controller_env(self.endpoint, self.ca_bundle, self.authority, self.workdir)
 
     # -- admin API (/_fake/, never in the request log) ----------------------------------------
 

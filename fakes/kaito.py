@@ -2,7 +2,7 @@
 
 `kaito_machine` follows Kaito v0.1-v0.4 (Machine karpenter.sh/v1alpha5), `kaito_nodeclaim` Kaito v0.7+
 (NodeClaim karpenter.sh/v1 referencing the KaitoNodeClass). Both return plain dicts ready to send to
-the API server; tests change them to build the variants they need.
+the API server; tests, the demo and the benchmark build on them.
 
 Kaito also writes `metadata.namespace` (the workspace namespace) into these cluster-scoped objects;
 the API server drops it, so it is left out here.

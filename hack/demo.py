@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -48,18 +47,21 @@ from typing import Any, TextIO
 
 import yaml
 
+from fakes.arm import clientenv
+from fakes.arm.config import DEFAULT_CLUSTER, DEFAULT_LOCATION, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from fakes.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
 from hack import cluster
 from hack.cluster import alive, die_with_parent, free_port, stop_pid
 
 REPO = cluster.REPO_ROOT
 
 # The fake subscription and cluster (the fake ARM server's defaults).
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-RESOURCE_GROUP = "rg-gpu"
-AKS_CLUSTER = "aks-gpu"
-LOCATION = "eastus"
-TENANT = "11111111-1111-1111-1111-111111111111"
-CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+SUBSCRIPTION, RESOURCE_GROUP, AKS_CLUSTER, LOCATION = (
+    DEFAULT_SUBSCRIPTION,
+    DEFAULT_RESOURCE_GROUP,
+    DEFAULT_CLUSTER,
+    DEFAULT_LOCATION,
+)
 
 GPU = "nvidia.com/gpu"
 POOL_LABEL = "kubernetes.azure.com/agentpool"
@@ -142,74 +144,6 @@ def rel(path: str | Path) -> str:
     return str(p)
 
 
-# --------------------------------------------------------------------------------------------- Kaito objects
-
-
-def claim_name() -> str:
-    """A name as Kaito makes them: "ws" and 9 lowercase hex characters (also a valid AKS pool name)."""
-    return "ws" + secrets.token_hex(5)[:9]
-
-
-def _in(key: str, *values: str) -> dict[str, Any]:
-    return {"key": key, "operator": "In", "values": list(values)}
-
-
-def kaito_machine(name: str, workspace: str, instance_type: str) -> dict[str, Any]:
-    """A Machine as Kaito v0.1-v0.4 creates it for one node of a workspace."""
-    return {
-        "apiVersion": "karpenter.sh/v1alpha5",
-        "kind": "Machine",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "karpenter.sh/provisioner-name": "default",
-                "kaito.sh/workspace": workspace,
-                "kaito.sh/workspacenamespace": "default",
-            },
-        },
-        "spec": {
-            "machineTemplateRef": {"name": name},
-            "requirements": [
-                _in("node.kubernetes.io/instance-type", instance_type),
-                _in("karpenter.sh/provisioner-name", "default"),
-                _in("kaito.sh/machine-type", "gpu"),
-                _in("kubernetes.io/arch", "amd64"),
-                _in("kubernetes.io/os", "linux"),
-            ],
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-            "resources": {"requests": {"storage": "120Gi"}},
-        },
-    }
-
-
-def kaito_nodeclaim(name: str, workspace: str, instance_type: str) -> dict[str, Any]:
-    """A NodeClaim as Kaito v0.7+ creates it on Azure (nodeClassRef to the KaitoNodeClass "default")."""
-    return {
-        "apiVersion": "karpenter.sh/v1",
-        "kind": "NodeClaim",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "karpenter.sh/nodepool": "kaito",
-                "kaito.sh/workspace": workspace,
-                "kaito.sh/workspacenamespace": "default",
-            },
-            "annotations": {"karpenter.sh/do-not-disrupt": "true", "kaito.sh/node-image-family": "ubuntu"},
-        },
-        "spec": {
-            "nodeClassRef": {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"},
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-            "requirements": [
-                _in("karpenter.sh/nodepool", "kaito"),
-                _in("node.kubernetes.io/instance-type", instance_type),
-                _in("kubernetes.io/os", "linux"),
-                _in("karpenter.azure.com/sku-name", instance_type),
-            ],
-            "resources": {"requests": {"storage": "120Gi"}},
-        },
-    }
-
-
 #: Condition type per column, per kind (Machines use Karpenter v1alpha5's names).
 CONDITIONS = {
     "machine": ("MachineLaunched", "MachineRegistered", "MachineInitialized", "Ready"),
@@ -237,7 +171,7 @@ class Claim:
 
     def body(self) -> dict[str, Any]:
         build = kaito_machine if self.kind == "machine" else kaito_nodeclaim
-        return build(self.name, self.workspace, self.instance_type)
+        return build(self.name, workspace=self.workspace, instance_type=self.instance_type)
 
 
 def conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -676,22 +610,10 @@ class Demo:
                 raise DemoError(f"the fake ARM server did not print READY within {START_TIMEOUT:.0f}s")
             time.sleep(0.1)
         self.arm = FakeArmClient(values["ARM_ENDPOINT"], values["ARM_CA_BUNDLE"])
-        token_file = arm_dir / "sa-token"  # what workload identity projects into the pod
-        token_file.write_text(
-            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06Z3B1In0."
+        # Workload identity as in an AKS pod: a projected token file exchanged at the fake's endpoint.
+        self.arm_env = clientenv.controller_env(
+            values["ARM_ENDPOINT"], values["ARM_CA_BUNDLE"], values["AZURE_AUTHORITY_HOST"], arm_dir
         )
-        self.arm_env = {
-            "ARM_ENDPOINT": values["ARM_ENDPOINT"],
-            "ARM_CA_BUNDLE": values["ARM_CA_BUNDLE"],
-            "AZURE_AUTHORITY_HOST": values["AZURE_AUTHORITY_HOST"],
-            "AZURE_TENANT_ID": TENANT,
-            "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
-            "ARM_SUBSCRIPTION_ID": SUBSCRIPTION,
-            "ARM_RESOURCE_GROUP": RESOURCE_GROUP,
-            "AZURE_CLUSTER_NAME": AKS_CLUSTER,
-            "LOCATION": LOCATION,
-        }
         self.out.info(f"ARM endpoint  {values['ARM_ENDPOINT']}  ({proc.name}, pid {proc.popen.pid})")
         self.out.info(f"subscription  {SUBSCRIPTION}, cluster {RESOURCE_GROUP}/{AKS_CLUSTER} in {LOCATION}")
         self.out.info(f"pool create {create_latency:g}s, delete 3s; nodes join 3s later, Ready +2s, GPUs +2s")
@@ -756,8 +678,8 @@ class Demo:
 
     def create_claims(self) -> None:
         self.claims = [
-            Claim("machine", claim_name(), "workspace-falcon-7b-instruct", V100, "Kaito v0.1-v0.4"),
-            Claim("nodeclaim", claim_name(), "workspace-llama-3-1-8b-instruct", A100, "Kaito v0.7+"),
+            Claim("machine", random_claim_name(), "workspace-falcon-7b-instruct", V100, "Kaito v0.1-v0.4"),
+            Claim("nodeclaim", random_claim_name(), "workspace-llama-3-1-8b-instruct", A100, "Kaito v0.7+"),
         ]
         manifests = self.state_dir / "manifests"
         manifests.mkdir(parents=True, exist_ok=True)

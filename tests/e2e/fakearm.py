@@ -18,14 +18,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fakes.arm import clientenv
+from fakes.arm.config import DEFAULT_CLUSTER, DEFAULT_LOCATION, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
 from tests.e2e.harness import REPO, wait_for
 
-SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-RESOURCE_GROUP = "rg-gpu"
-CLUSTER = "aks-gpu"
-LOCATION = "eastus"
-TENANT = "11111111-1111-1111-1111-111111111111"
-CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+SUBSCRIPTION = DEFAULT_SUBSCRIPTION
+RESOURCE_GROUP = DEFAULT_RESOURCE_GROUP
+CLUSTER = DEFAULT_CLUSTER
+LOCATION = DEFAULT_LOCATION
 
 
 class FakeArm:
@@ -92,21 +92,8 @@ class FakeArm:
 
     def controller_env(self) -> dict[str, str]:
         """What ``--cloud azure`` needs to use this server (workload identity with a token file)."""
-        token_file = self.workdir / "sa-token"
-        token_file.write_text(
-            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06Z3B1In0."
-        )
         return {
-            "ARM_ENDPOINT": self.endpoint,
-            "ARM_CA_BUNDLE": self.ca_bundle,
-            "AZURE_AUTHORITY_HOST": self.authority,
-            "AZURE_TENANT_ID": TENANT,
-            "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
-            "ARM_SUBSCRIPTION_ID": SUBSCRIPTION,
-            "ARM_RESOURCE_GROUP": RESOURCE_GROUP,
-            "AZURE_CLUSTER_NAME": CLUSTER,
-            "LOCATION": LOCATION,
+            **clientenv.controller_env(self.endpoint, self.ca_bundle, self.authority, self.workdir),
             # Short caches so tests see changes within seconds.
             "AZURE_LIST_CACHE_SECONDS": "0.5",
             "AZURE_USAGE_CACHE_SECONDS": "0.5",

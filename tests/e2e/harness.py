@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hack.cluster import free_port
 from tests.conftest import Cluster
 
 T = TypeVar("T")
@@ -43,13 +43,6 @@ FAST_SETTINGS = {
     "FAKE_CLOUD_DELETE_LATENCY_SECONDS": "0.5",
     "FAKE_NODE_PROFILE": "fast",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

@@ -16,7 +16,7 @@ import pytest
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from tests.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
+from fakes.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
 
 pytestmark = pytest.mark.e2e
 

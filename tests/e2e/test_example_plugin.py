@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from fakes.kaito import kaito_machine, random_claim_name
 from provisioner.cloud import (
     CloudProvider,
     InstanceRequest,
@@ -45,7 +46,6 @@ from tests.e2e.harness import (
     get_json,
     wait_for,
 )
-from tests.kaito import kaito_machine, random_claim_name
 
 pytestmark = pytest.mark.e2e
 

@@ -681,9 +681,9 @@ def _service_account_kubeconfig(cluster: Cluster, namespace: str, sa: str, path:
 def test_kaito_flow_runs_under_the_charts_service_account(
     helm: Helm, cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
+    from fakes.kaito import kaito_machine, random_claim_name
     from tests.e2e.fakearm import FakeArm
     from tests.e2e.harness import Controller, condition_status, create, delete_and_wait, get_json, wait_for
-    from tests.kaito import kaito_machine, random_claim_name
 
     lease = f"lease-{uuid.uuid4().hex[:6]}"
     docs = helm.template(f"leaderElection:\n  leaseName: {lease}\n", namespace=namespace)

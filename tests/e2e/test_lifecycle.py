@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fakes.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
 from tests.conftest import Cluster
 from tests.e2e.harness import (
     Controller,
@@ -27,7 +28,6 @@ from tests.e2e.harness import (
     nodes_of_pool,
     wait_for,
 )
-from tests.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
 
 pytestmark = pytest.mark.e2e
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fakes.cloud import FakeCloud, vmss_node_name
+from fakes.kaito import random_claim_name
 from fakes.kubewatch import list_and_watch
 from fakes.simulator import ANNOTATION_SIMULATED, Behaviour, NodeSimulator
 from provisioner.cloud import (
@@ -28,7 +29,6 @@ from provisioner.cloud import (
 from provisioner.kube import MERGE_PATCH, NODES, PODS, Body, KubeClient, NotFoundError
 from provisioner.quantity import parse_quantity
 from tests.conftest import Cluster
-from tests.kaito import random_claim_name
 
 pytestmark = pytest.mark.e2e
 

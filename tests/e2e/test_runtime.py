@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fakes.kaito import kaito_machine, random_claim_name
 from tests.conftest import Cluster
 from tests.e2e.fakearm import FakeArm
 from tests.e2e.harness import (
@@ -22,7 +23,6 @@ from tests.e2e.harness import (
     get_json,
     wait_for,
 )
-from tests.kaito import kaito_machine, random_claim_name
 
 pytestmark = pytest.mark.e2e
 

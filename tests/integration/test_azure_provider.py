@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fakes import kaito
 from fakes.arm import FakeArm, FakeArmConfig
 from provisioner.cloud import (
     CapacityType,
@@ -33,7 +34,6 @@ from provisioner.cloud import (
 from provisioner.cloud.azure import AzureCloud, ConfigError
 from provisioner.cloud.azure.mapping import TAG_CLUSTER
 from provisioner.cloud.types import MANAGED_BY_VALUE, TAG_CLAIM_NAME, TAG_CLAIM_UID, TAG_MANAGED_BY
-from tests import kaito
 from tests.integration.conftest import (
     CLIENT_ID,
     CLUSTER,

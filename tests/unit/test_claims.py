@@ -10,6 +10,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes.kaito import (
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_WORKSPACE,
+    KAITO_NODECLASS_GROUP,
+    KAITO_NODECLASS_KIND,
+    KAITO_NODECLASS_NAME,
+    KAITO_NODEPOOL,
+    KAITO_PROVISIONER,
+    LABEL_MACHINE_TYPE,
+    LABEL_NODEPOOL,
+    LABEL_PROVISIONER_NAME,
+    LABEL_RAGENGINE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    kaito_machine,
+    kaito_nodeclaim,
+    random_claim_name,
+)
 from provisioner.claims.conditions import (
     AWAITING_RECONCILIATION,
     UNHEALTHY_DEPENDENTS,
@@ -37,24 +55,6 @@ from provisioner.claims.model import (
 from provisioner.claims.selection import is_managed
 from provisioner.cloud.types import Taint
 from provisioner.settings import Settings
-from tests.kaito import (
-    DEFAULT_INSTANCE_TYPE,
-    DEFAULT_WORKSPACE,
-    KAITO_NODECLASS_GROUP,
-    KAITO_NODECLASS_KIND,
-    KAITO_NODECLASS_NAME,
-    KAITO_NODEPOOL,
-    KAITO_PROVISIONER,
-    LABEL_MACHINE_TYPE,
-    LABEL_NODEPOOL,
-    LABEL_PROVISIONER_NAME,
-    LABEL_RAGENGINE,
-    LABEL_WORKSPACE,
-    LABEL_WORKSPACE_NAMESPACE,
-    kaito_machine,
-    kaito_nodeclaim,
-    random_claim_name,
-)
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=3)

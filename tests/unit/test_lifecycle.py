@@ -12,6 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes.kaito import (
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_WORKSPACE,
+    INSTANCE_TYPES_UNAVAILABLE,
+    LABEL_MACHINE_TYPE,
+    LABEL_NODEPOOL,
+    LABEL_PROVISIONER_NAME,
+    LABEL_SKU_NAME,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    kaito_machine,
+    kaito_nodeclaim,
+)
 from provisioner.claims.conditions import roll_up_ready, set_condition
 from provisioner.claims.dialects import MACHINE, NODECLAIM, Dialect
 from provisioner.claims.model import (
@@ -42,19 +55,6 @@ from provisioner.lifecycle.launch import ALL_INSTANCE_TYPES_UNAVAILABLE, MAX_RET
 from provisioner.lifecycle.request import InvalidClaim, instance_type_candidates, node_labels, prepare
 from provisioner.lifecycle.result import EventType, StepResult
 from provisioner.settings import Settings
-from tests.kaito import (
-    DEFAULT_INSTANCE_TYPE,
-    DEFAULT_WORKSPACE,
-    INSTANCE_TYPES_UNAVAILABLE,
-    LABEL_MACHINE_TYPE,
-    LABEL_NODEPOOL,
-    LABEL_PROVISIONER_NAME,
-    LABEL_SKU_NAME,
-    LABEL_WORKSPACE,
-    LABEL_WORKSPACE_NAMESPACE,
-    kaito_machine,
-    kaito_nodeclaim,
-)
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 REASON = re.compile(r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?|)$")
