@@ -39,6 +39,7 @@ from provisioner.cloud import (
     CapacityType,
     CloudError,
     Instance,
+    InstanceConflict,
     InstanceRequest,
     InstanceState,
     InstanceType,
@@ -66,6 +67,7 @@ DEFAULT_MAX_PODS = 110
 DEFAULT_IMAGE_VERSION = "202501.12.0"
 # AKS pool names: lowercase alphanumeric, starting with a letter, at most 12 characters (Linux).
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
 _MIN_OS_DISK_GIB, _MAX_OS_DISK_GIB = 30, 2048
 # The shared image gallery subscription AKS node images are published from.
 _AKS_IMAGE_SUBSCRIPTION = "109a5e88-712a-48ae-9078-9ca8b3c81345"
@@ -395,6 +397,12 @@ class FakeCloud:
     def instance_name(self, claim_name: str) -> str:
         return pool_name(claim_name)
 
+    def instance_of_node(self, node: Mapping[str, Any]) -> str | None:
+        """The pool named by the Node's agent-pool label (the simulator's Nodes are AKS-shaped)."""
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        pool = labels.get(AGENTPOOL_LABEL)
+        return str(pool) if pool else None
+
     async def create(self, request: InstanceRequest) -> Instance:
         self._call("create", request.name)
         await self._api_delay()
@@ -434,13 +442,15 @@ class FakeCloud:
         self._raise_scripted("list", None)
         return [rec.instance for rec in self._records.values() if rec.instance.managed]
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, version: str | None = None) -> None:
         self._call("delete", name)
         await self._api_delay()
         self._raise_scripted("delete", name)
         rec = self._records.get(name)
         if rec is None or rec.instance.state == InstanceState.DELETING:
             return
+        if version is not None and rec.instance.version not in (None, version):
+            raise Transient(f"Agent pool {name} changed since it was read.", code="PreconditionFailed")
         rec.instance = replace(rec.instance, state=InstanceState.DELETING)
         self._notify_changed()
         # Deleting while the create is in flight stops the create: nothing may leak.
@@ -505,9 +515,10 @@ class FakeCloud:
                 f"(uid {existing.claim_uid}); waiting for it to be removed.",
                 code="Conflict",
             )
-        raise InvalidSpec(
+        raise InstanceConflict(
             f"Agent pool {request.name} already exists and is not managed by gpu-provisioner.",
-            code="Conflict",
+            code="PoolNameConflict",
+            instance=existing,
         )
 
     def _validate(self, request: InstanceRequest) -> None:
@@ -679,7 +690,7 @@ class FakeCloud:
         labels.update(
             {
                 "agentpool": name,
-                "kubernetes.azure.com/agentpool": name,
+                AGENTPOOL_LABEL: name,
                 "kubernetes.azure.com/cluster": self.node_resource_group,
                 "kubernetes.azure.com/mode": "user",
                 "kubernetes.azure.com/role": "agent",

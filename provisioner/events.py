@@ -1,4 +1,4 @@
-"""Kubernetes Events on claims, deduplicated.
+"""Kubernetes Events on claims (and on Nodes we terminate on their own), deduplicated.
 
 A reconcile that sees the same failure again (a capacity shortage retried with backoff, a PDB
 blocking a drain) must not flood the cluster: an event with the same object, reason and message is
@@ -11,11 +11,13 @@ import datetime
 import logging
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import Claim
-from provisioner.kube import EVENTS, ApiError, KubeClient
+from provisioner.kube import EVENTS, ApiError, KubeApi
 from provisioner.lifecycle.result import Event, EventType
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,35 @@ EVENT_NAMESPACE = "default"
 COMPONENT = "gpu-provisioner"
 
 
+@dataclass(frozen=True)
+class EventTarget:
+    """The object an event is about."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    resource_version: str = ""
+
+    @classmethod
+    def of_claim(cls, claim: Claim) -> EventTarget:
+        d = dialect_of(claim)
+        return cls(d.api_version, d.kind, claim.name, claim.uid, claim.resource_version)
+
+    @classmethod
+    def of_node(cls, node: Mapping[str, Any]) -> EventTarget:
+        meta = node.get("metadata") or {}
+        return cls(
+            "v1",
+            "Node",
+            str(meta.get("name", "")),
+            str(meta.get("uid", "")),
+            str(meta.get("resourceVersion", "")),
+        )
+
+
 class EventRecorder:
-    def __init__(self, kube: KubeClient, *, dedup_window: float = 1800.0, host: str = "") -> None:
+    def __init__(self, kube: KubeApi, *, dedup_window: float = 1800.0, host: str = "") -> None:
         self._kube = kube
         self._window = dedup_window
         self._host = host
@@ -48,29 +77,32 @@ class EventRecorder:
         for key in [k for k in self._sent if k[0] == uid]:
             del self._sent[key]
 
-    async def publish(self, claim: Claim, event: Event, *, log_fields: dict[str, Any] | None = None) -> None:
+    async def publish(self, claim: Claim, event: Event) -> None:
+        await self.publish_for(EventTarget.of_claim(claim), event)
+
+    async def publish_for(self, target: EventTarget, event: Event) -> None:
         level = logging.WARNING if event.type == EventType.WARNING else logging.INFO
-        dialect = dialect_of(claim)
+        fields = {"node": target.name} if target.kind == "Node" else {"claim": target.name}
         logger.log(
             level,
             "%s: %s",
             event.reason,
             event.message,
-            extra={"claim": claim.name, "kind": dialect.kind, "reason": event.reason, **(log_fields or {})},
+            extra={**fields, "kind": target.kind, "reason": event.reason},
         )
-        if not self._fresh((claim.uid, event.reason, event.message)):
+        if not self._fresh((target.uid, event.reason, event.message)):
             return
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{claim.name}.{uuid.uuid4().hex[:16]}", "namespace": EVENT_NAMESPACE},
+            "metadata": {"name": f"{target.name}.{uuid.uuid4().hex[:16]}", "namespace": EVENT_NAMESPACE},
             "involvedObject": {
-                "apiVersion": dialect.api_version,
-                "kind": dialect.kind,
-                "name": claim.name,
-                "uid": claim.uid,
-                "resourceVersion": claim.resource_version,
+                "apiVersion": target.api_version,
+                "kind": target.kind,
+                "name": target.name,
+                "uid": target.uid,
+                "resourceVersion": target.resource_version,
             },
             "reason": event.reason,
             "message": event.message[:1024],
@@ -85,4 +117,4 @@ class EventRecorder:
         try:
             await self._kube.create(EVENTS, body, namespace=EVENT_NAMESPACE)
         except ApiError as e:  # events are best effort; never fail a reconcile on them
-            logger.warning("could not post event %s for %s: %s", event.reason, claim.name, e)
+            logger.warning("could not post event %s for %s: %s", event.reason, target.name, e)

@@ -2,8 +2,9 @@
 
 One ``cloud.list()`` per interval (never a call per claim). An instance we own (by tag) whose claim
 does not exist — or exists under another UID, i.e. was recreated — is deleted once it has been seen
-orphaned for the grace period, so a claim created a moment ago is never raced. A launched claim
-whose instance is missing from the list is confirmed with one ``get`` before it is deleted.
+orphaned for the grace period, so a claim created a moment ago is never raced; the delete carries
+the version of the listing, so an instance replaced since is left alone. A launched claim whose
+instance is missing from the list is confirmed with one ``get`` before it is deleted.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from provisioner.claims.model import Claim, ConditionType
-from provisioner.claims.selection import is_managed
 from provisioner.cloud.errors import CloudError, NotFound
+from provisioner.cloud.provider import CloudProvider
 from provisioner.cloud.types import Instance, InstanceState
-from provisioner.controller import Controller
 from provisioner.kube import ApiError
 from provisioner.lifecycle import launch
+from provisioner.lifecycle.result import Event
+from provisioner.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +86,36 @@ def plan(
     return GcPlan(tuple(delete), vanished)
 
 
+class Claims(Protocol):
+    """What garbage collection needs to know about claims (the controller provides it)."""
+
+    async def list_claims(self) -> list[Claim]:
+        """Every claim, from the API server (never a watch cache)."""
+        ...
+
+    def instance_of(self, claim: Claim) -> str: ...
+
+    def is_ours(self, claim: Claim) -> bool: ...
+
+    async def delete_claim(self, claim: Claim, why: Event) -> None: ...
+
+    def observe_states(self) -> None: ...
+
+
 class GarbageCollector:
-    def __init__(self, controller: Controller, interval: float, grace: float) -> None:
-        self.controller = controller
+    def __init__(
+        self,
+        claims: Claims,
+        cloud: CloudProvider,
+        metrics: Metrics,
+        cloud_name: str,
+        interval: float,
+        grace: float,
+    ) -> None:
+        self.claims = claims
+        self.cloud = cloud
+        self.metrics = metrics
+        self.cloud_name = cloud_name
         self.interval = interval
         self.grace = grace
         self.orphan_since: dict[str, float] = {}
@@ -103,57 +133,59 @@ class GarbageCollector:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.controller.observe_states()
+            self.claims.observe_states()
             try:
                 await self.collect()
             except Exception:
                 logger.exception("garbage collection failed; trying again next interval")
 
     async def collect(self) -> GcPlan:
-        c = self.controller
         try:
-            instances = await c.metrics.timed_cloud_call(c.cloud_name, "list", c.cloud.list)
+            instances = await self.metrics.timed_cloud_call(self.cloud_name, "list", self.cloud.list)
         except CloudError as e:
             logger.warning("garbage collection skipped: listing instances failed: %s", e)
             return GcPlan((), ())
         try:
             # An authoritative list, not the watch cache: an empty or unsynced cache must never make
             # every pool look orphaned.
-            claims = await c.list_claims()
+            claims = await self.claims.list_claims()
         except ApiError as e:
             logger.warning("garbage collection skipped: listing claims failed: %s", e)
             return GcPlan((), ())
         owners: dict[str, list[Claim]] = {}
         managed: dict[str, list[Claim]] = {}
         for claim in claims:
-            name = c.instance_name_of(claim)
+            name = self.claims.instance_of(claim)
             owners.setdefault(name, []).append(claim)
-            if is_managed(claim, c.settings):
+            if self.claims.is_ours(claim):
                 managed.setdefault(name, []).append(claim)
         decided = plan(instances, owners, self.orphan_since, time.monotonic(), self.grace, managed=managed)
+        versions = {i.name: i.version for i in instances}
         for name in decided.delete_instances:
             logger.info(
                 "deleting orphaned instance %s (no claim for %.0fs)", name, self.grace, extra={"pool": name}
             )
             try:
-                await c.metrics.timed_cloud_call(
-                    c.cloud_name, "delete", functools.partial(c.cloud.delete, name)
+                await self.metrics.timed_cloud_call(
+                    self.cloud_name,
+                    "delete",
+                    functools.partial(self.cloud.delete, name, version=versions.get(name)),
                 )
-                c.metrics.gc_deletions.labels("instance").inc()
+                self.metrics.gc_deletions.labels("instance").inc()
             except CloudError as e:
                 logger.warning("could not delete orphaned instance %s: %s", name, e)
         for claim in decided.vanished_claims:
-            name = c.instance_name_of(claim)
+            name = self.claims.instance_of(claim)
             try:
-                await c.metrics.timed_cloud_call(c.cloud_name, "get", functools.partial(c.cloud.get, name))
+                await self.metrics.timed_cloud_call(
+                    self.cloud_name, "get", functools.partial(self.cloud.get, name)
+                )
                 continue  # still there (the list was stale)
             except NotFound as gone:
                 step = launch.vanished(claim, gone)
             except CloudError as e:
                 logger.warning("could not confirm instance %s of %s: %s", name, claim.name, e)
                 continue
-            for event in step.events:
-                await c.events.publish(claim, event)
-            await c.delete_claim(claim)
-            c.metrics.gc_deletions.labels("claim").inc()
+            await self.claims.delete_claim(claim, step.events[0])
+            self.metrics.gc_deletions.labels("claim").inc()
         return decided

@@ -9,14 +9,17 @@ create, patch, delete, and the Eviction subresource, on plain dict objects.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import contextlib
 import json
 import logging
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 from kubernetes import client as k8s_client
@@ -101,6 +104,11 @@ NODES = Resource("", "v1", "nodes")
 PODS = Resource("", "v1", "pods", namespaced=True)
 EVENTS = Resource("", "v1", "events", namespaced=True)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", namespaced=True)
+VOLUME_ATTACHMENTS = Resource("storage.k8s.io", "v1", "volumeattachments")
+PERSISTENT_VOLUMES = Resource("", "v1", "persistentvolumes")
+
+#: How long a credential refreshed from the kubeconfig (token file, exec plugin) is reused.
+CREDENTIAL_REFRESH_SECONDS = 10.0
 
 
 class KubeClient:
@@ -112,6 +120,9 @@ class KubeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = self._ssl_context(configuration)
         self._session: aiohttp.ClientSession | None = None
+        self._auth: dict[str, str] = {}
+        self._auth_at: float | None = None
+        self._auth_lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> KubeClient:
@@ -127,10 +138,10 @@ class KubeClient:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         return cls(configuration, timeout=timeout)
 
-    def credentials(self) -> dict[str, Any]:
+    async def credentials(self) -> dict[str, Any]:
         """Server, TLS files and token of this client (for kopf's own login)."""
         c = self._config
-        token = self._headers().get("Authorization", "")
+        token = (await self._headers()).get("Authorization", "")
         scheme, _, value = token.partition(" ")
         return {
             "server": self._base,
@@ -156,17 +167,29 @@ class KubeClient:
             ctx.load_cert_chain(configuration.cert_file, configuration.key_file)
         return ctx
 
-    def _headers(self) -> dict[str, str]:
+    async def _headers(self) -> dict[str, str]:
+        """Request headers with a current credential.
+
+        The kubeconfig loader's refresh hook re-reads a rotated service-account token, or runs an
+        exec plugin (a subprocess, possibly slow) when its token expired. It is synchronous, so it
+        runs in a thread — never on the event loop — and at most every few seconds.
+        """
+        now = time.monotonic()
+        if self._auth_at is None or now - self._auth_at >= CREDENTIAL_REFRESH_SECONDS:
+            async with self._auth_lock:
+                if self._auth_at is None or time.monotonic() - self._auth_at >= CREDENTIAL_REFRESH_SECONDS:
+                    self._auth = await asyncio.to_thread(self._refresh_auth)
+                    self._auth_at = time.monotonic()
+        return {"Accept": "application/json", **self._auth}
+
+    def _refresh_auth(self) -> dict[str, str]:
         hook = self._config.refresh_api_key_hook
         if hook is not None:
-            hook(self._config)  # in-cluster: re-reads the rotated service-account token
+            hook(self._config)
         token = self._config.get_api_key_with_prefix("authorization") or self._config.get_api_key_with_prefix(
             "BearerToken"
         )
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = str(token)
-        return headers
+        return {"Authorization": str(token)} if token else {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -187,7 +210,7 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Body:
-        headers = self._headers()
+        headers = await self._headers()
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -215,7 +238,7 @@ class KubeClient:
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
         async with self.session.get(
-            self._base + path, params=params, headers=self._headers(), ssl=self._ssl, timeout=timeout
+            self._base + path, params=params, headers=await self._headers(), ssl=self._ssl, timeout=timeout
         ) as resp:
             if resp.status >= 400:
                 raise _error_for(resp.status, await resp.text())
@@ -234,18 +257,35 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[Body]:
+        items, _ = await self.list_with_version(
+            res, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+        return items
+
+    async def list_with_version(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[builtins.list[Body], str]:
+        """Every item (all pages) and the resourceVersion the list was served at."""
         params: dict[str, str] = {}
         if label_selector:
             params["labelSelector"] = label_selector
         if field_selector:
             params["fieldSelector"] = field_selector
-        items: list[Body] = []
+        items: builtins.list[Body] = []
+        version = ""
         while True:
             page = await self.request("GET", res.path(namespace=namespace), params=params)
             items.extend(page.get("items") or [])
-            cont = (page.get("metadata") or {}).get("continue")
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            cont = meta.get("continue")
             if not cont:
-                return items
+                return items, version
             params["continue"] = cont
 
     async def create(self, res: Resource, body: Body, namespace: str | None = None) -> Body:
@@ -289,3 +329,45 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
         }
         await self.request("POST", PODS.path(name, namespace, "eviction"), body=body)
+
+
+class KubeApi(Protocol):
+    """The verbs reconcilers use (``KubeClient`` has them; tests use an in-memory server)."""
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> Body: ...
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Body]: ...
+
+    async def list_with_version(self, res: Resource) -> tuple[builtins.list[Body], str]: ...
+
+    async def create(self, res: Resource, body: Body, namespace: str | None = None) -> Body: ...
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> Body: ...
+
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period_seconds: int | None = None,
+        preconditions_uid: str | None = None,
+    ) -> Body: ...
+
+    async def evict(self, name: str, namespace: str) -> None: ...

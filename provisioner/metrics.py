@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from provisioner.claims.dialects import DIALECTS, Dialect
 from provisioner.cloud.errors import CloudError
 
 T = TypeVar("T")
@@ -29,12 +30,12 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.claims: dict[tuple[str, str], Counter] = {}
-        for kind, label in (("machines", "provisioner"), ("nodeclaims", "nodepool")):
+        for d in DIALECTS.values():
             for phase in _CLAIM_PHASES:
-                self.claims[(kind, phase)] = Counter(
-                    f"karpenter_{kind}_{phase}",
-                    f"Number of {kind} {phase}.",
-                    [label],
+                self.claims[(d.metric_name, phase)] = Counter(
+                    f"karpenter_{d.metric_name}_{phase}",
+                    f"Number of {d.metric_name} {phase}.",
+                    [d.metric_pool_label],
                     registry=r,
                 )
         self.claim_launch_failures = Counter(
@@ -89,11 +90,24 @@ class Metrics:
             registry=r,
         )
         self.reconciles = Counter(
-            "gpu_provisioner_reconciles", "Claim reconciles by result.", ["kind", "result"], registry=r
+            "gpu_provisioner_reconciles",
+            "Reconciles by object kind and result.",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gpu_provisioner_workqueue_depth",
+            "Keys waiting in the work queue or being reconciled.",
+            registry=r,
+        )
+        self.queue_retries = Counter(
+            "gpu_provisioner_workqueue_retries",
+            "Reconciles that failed and were scheduled again with backoff.",
+            registry=r,
         )
 
-    def claim(self, kind: str, phase: str, nodepool: str) -> None:
-        self.claims[(f"{kind}s", phase)].labels(nodepool or "").inc()
+    def claim(self, dialect: Dialect, phase: str, nodepool: str) -> None:
+        self.claims[(dialect.metric_name, phase)].labels(nodepool or "").inc()
 
     async def timed_cloud_call(self, provider: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         gauge = self.cloud_inflight.labels(provider)

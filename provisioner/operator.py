@@ -65,7 +65,7 @@ async def _on_node(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
 async def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
     """kopf's built-in logins do not understand every kubeconfig; reuse the one our client loaded."""
     assert memo.kube is not None
-    return kopf.ConnectionInfo(**memo.kube.credentials())
+    return kopf.ConnectionInfo(**await memo.kube.credentials())
 
 
 async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
@@ -91,7 +91,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     for node in await kube.list(NODES):
         controller.on_node_event(None, node)
     controller.start()
-    gc = GarbageCollector(controller, s.gc_interval, s.gc_orphan_grace)
+    gc = GarbageCollector(controller, cloud, memo.metrics, s.cloud, s.gc_interval, s.gc_orphan_grace)
     gc.start()
     memo.controller, memo.gc = controller, gc
     logger.info("controller started (cloud=%s, workers=%d)", s.cloud, s.workers)
@@ -127,6 +127,12 @@ def make_registry() -> kopf.OperatorRegistry:
     return registry
 
 
+def _failed(operator: asyncio.Task[Any]) -> bool:
+    """Whether kopf ended by an error. It returns normally only when it stops on SIGTERM/SIGINT
+    (once running it handles those signals itself); an exception is a crash, never a clean stop."""
+    return operator.cancelled() or operator.exception() is not None
+
+
 def _lease_namespace(settings: Settings) -> str:
     if settings.leader_election_namespace:
         return settings.leader_election_namespace
@@ -138,11 +144,12 @@ def _lease_namespace(settings: Settings) -> str:
 
 
 async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
+    """Run until SIGTERM/SIGINT (0), until leadership is lost (1) or until the operator fails (1)."""
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own machinery reads it
     runtime = Runtime(settings=settings, kubeconfig=kubeconfig)
-    kube = runtime.kube = KubeClient.from_config(kubeconfig)
+    # Loading a kubeconfig may run an exec credential plugin: not on the event loop.
+    kube = runtime.kube = await asyncio.to_thread(KubeClient.from_config, kubeconfig)
     context = ProviderContext(
         env=dict(os.environ),
         cluster_name=settings.cluster_name,
@@ -191,9 +198,16 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*waiters, stopper], return_when=asyncio.FIRST_COMPLETED)
         lost = holder is not None and holder in done
-        if lost:
-            # Stop acting at once: nothing may be written by a replica that is no longer the leader.
+        crashed = operator in done and _failed(operator)
+        if lost or crashed:
+            # Stop acting at once: nothing may be written by a replica that is no longer the leader,
+            # or by one whose watches are gone.
             await _stop_controller(runtime)
+        if crashed:
+            error = operator.exception() if not operator.cancelled() else None
+            logger.error(
+                "the operator stopped unexpectedly: %s; exiting", error or "it returned", exc_info=error
+            )
         for task in (operator, holder, stopper):
             if task is not None and not task.done():
                 task.cancel()
@@ -201,7 +215,7 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        return 1 if lost else 0
+        return 1 if lost or crashed else 0
     finally:
         if elector is not None:
             await elector.release()

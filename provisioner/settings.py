@@ -58,6 +58,13 @@ class Settings:
         "CLAIM_NODE_CLASS_KINDS",
         "NodeClaims whose nodeClassRef kind is one of these are managed (comma-separated).",
     )
+    claim_node_class_groups: tuple[str, ...] = _setting(
+        ("kaito.sh",),
+        "CLAIM_NODE_CLASS_GROUPS",
+        "NodeClaims whose nodeClassRef names another API group (another provisioner's node class, e.g. "
+        "karpenter.azure.com) are never managed, whatever their labels (comma-separated; an empty "
+        "group is always accepted).",
+    )
     instance_type_allowlist: tuple[str, ...] = _setting(
         (), "INSTANCE_TYPE_ALLOWLIST", "If set, only these instance types may be launched (comma-separated)."
     )
@@ -87,6 +94,18 @@ class Settings:
     capacity_retry_max: float = _setting(
         600.0, "CAPACITY_RETRY_MAX_SECONDS", "Longest delay between launch retries after capacity errors."
     )
+    launch_timeout: float = _setting(
+        3600.0,
+        "LAUNCH_TIMEOUT_SECONDS",
+        "Give up on a create the cloud has not finished after this long: the claim is deleted so that "
+        "its owner makes a new one.",
+    )
+    capacity_recheck_interval: float = _setting(
+        30.0,
+        "CAPACITY_RECHECK_SECONDS",
+        "How often claims waiting on quota are checked against the cloud's (shared, cached) quota "
+        "reading; they launch as soon as it has room.",
+    )
     launch_poll_interval: float = _setting(
         10.0,
         "LAUNCH_POLL_SECONDS",
@@ -103,6 +122,12 @@ class Settings:
         "DRAIN_RETRY_SECONDS",
         "Delay between eviction rounds while a PodDisruptionBudget blocks a drain.",
     )
+    min_drain_time: float = _setting(
+        5.0,
+        "MIN_DRAIN_SECONDS",
+        "A drain takes at least this long after the node is cordoned, so that pods scheduled onto it "
+        "a moment before are seen and evicted too.",
+    )
     drain_timeout: float = _setting(
         0.0,
         "DRAIN_TIMEOUT_SECONDS",
@@ -113,6 +138,12 @@ class Settings:
     gc_interval: float = _setting(60.0, "GC_INTERVAL_SECONDS", "How often instances and claims are compared.")
     gc_orphan_grace: float = _setting(
         120.0, "GC_ORPHAN_GRACE_SECONDS", "An instance we own with no claim is deleted after this long."
+    )
+    resync_interval: float = _setting(
+        300.0,
+        "RESYNC_SECONDS",
+        "How often claims and Nodes are listed again to correct the watch caches (objects deleted "
+        "while a watch was down are forgotten).",
     )
     # -- leader election (coordination.k8s.io/v1 Lease)
     leader_elect: bool = _setting(
@@ -145,6 +176,17 @@ class Settings:
     )
     # -- runtime
     workers: int = _setting(8, "WORKERS", "Claims reconciled concurrently.")
+    retry_max: float = _setting(
+        300.0,
+        "RECONCILE_RETRY_MAX_SECONDS",
+        "Longest delay before a claim whose reconcile failed is tried again (the delay starts at half "
+        "a second and doubles with each failure in a row).",
+    )
+    retry_rate: float = _setting(
+        10.0,
+        "RECONCILE_RETRY_RATE",
+        "Most retries of failed reconciles started per second, over all claims (burst: ten times it).",
+    )
     log_level: str = _setting(
         "info", "LOG_LEVEL", "Log level.", choices=("debug", "info", "warning", "error")
     )
@@ -200,10 +242,15 @@ class Settings:
                 errors.append(f"{name}={value!r}: must not be negative")
             elif f.name in _POSITIVE and value == 0:
                 errors.append(f"{name}=0: must be greater than zero (it is an interval between checks)")
-        if self.leader_elect and not self.retry_period < self.renew_deadline < self.lease_duration:
+        if self.leader_elect and not (
+            self.retry_period < self.renew_deadline
+            and self.retry_period + self.renew_deadline < self.lease_duration
+        ):
+            # A leader stops acting renew_deadline after its last renewal, found at most one retry
+            # period late; a standby takes over lease_duration after it. The first must come first.
             errors.append(
-                "leader election needs LEADER_ELECTION_RETRY_SECONDS < LEADER_ELECTION_RENEW_SECONDS "
-                "< LEADER_ELECTION_LEASE_SECONDS"
+                "leader election needs LEADER_ELECTION_RETRY_SECONDS < LEADER_ELECTION_RENEW_SECONDS and "
+                "LEADER_ELECTION_RETRY_SECONDS + LEADER_ELECTION_RENEW_SECONDS < LEADER_ELECTION_LEASE_SECONDS"
             )
         for port_field in ("metrics_port", "health_port"):
             port = getattr(self, port_field)
@@ -222,6 +269,11 @@ _POSITIVE = frozenset(
         "drain_retry_interval",
         "gc_interval",
         "retry_period",
+        "launch_timeout",
+        "capacity_recheck_interval",
+        "resync_interval",
+        "retry_max",
+        "retry_rate",
         "capacity_retry_base",
     }
 )

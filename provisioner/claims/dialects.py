@@ -1,7 +1,9 @@
 """Reading and writing claims in each API dialect: Machine v1alpha5 and NodeClaim v1.
 
-A dialect knows its REST location, its condition type names and condition style, which label
-names the claim's provisioner/nodepool, and how it reports a dependent that is not yet known.
+A dialect knows its REST location, its condition type names and condition style, and carries as
+plain fields everything else that differs between the dialects (which label names the claim's
+provisioner/nodepool, how a dependent that is not yet known is reported, how a capacity shortage
+is worded, its metric names), so that no other module needs to ask which dialect it has.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from provisioner.claims.model import (
+    MAX_CONDITION_MESSAGE,
     NODEPOOL_LABEL,
     PROVISIONER_LABEL,
     Claim,
+    ClaimKey,
     ClaimStatus,
     Condition,
     ConditionType,
@@ -88,11 +92,26 @@ class Dialect:
     pending_status: Status
     #: knative style (Machine: severity, no observedGeneration) or metav1.Condition (NodeClaim).
     knative: bool
+    #: The label naming the claim's Karpenter provisioner (v1alpha5) or nodepool (v1).
     nodepool_label: str
+    #: Kaito compares a Machine's MachineLaunched message with its capacity text for equality, and
+    #: looks for the text in a NodeClaim's Launched message: exact (text only) or text + details.
+    capacity_message_exact: bool
+    #: Karpenter's metric name part (``karpenter_machines_*``) and the label naming the pool in them.
+    metric_name: str
+    metric_pool_label: str
 
     @property
     def api_version(self) -> str:
         return self.resource.api_version
+
+    @property
+    def has_instance_terminating(self) -> bool:
+        """Whether the dialect reports InstanceTerminating while the instance is being deleted."""
+        return ConditionType.INSTANCE_TERMINATING in self.condition_names
+
+    def key(self, name: str) -> ClaimKey:
+        return ClaimKey(self.resource.group, self.kind, name)
 
     def condition_type(self, name: str) -> ConditionType | None:
         for ctype, wire in self.condition_names.items():
@@ -123,9 +142,13 @@ class Dialect:
             else None
         )
         conditions: list[Condition] = []
+        foreign: list[Mapping[str, Any]] = []
         for c in status.get("conditions") or ():
+            if not isinstance(c, Mapping):
+                continue
             ctype = self.condition_type(str(c.get("type", "")))
             if ctype is None:
+                foreign.append(dict(c))
                 continue
             try:
                 cstatus = Status(str(c.get("status", "Unknown")))
@@ -166,6 +189,7 @@ class Dialect:
                 capacity=dict(status.get("capacity") or {}),
                 allocatable=dict(status.get("allocatable") or {}),
                 conditions=tuple(sorted(conditions, key=lambda c: c.type.value)),
+                foreign_conditions=tuple(foreign),
             ),
             raw=body,
         )
@@ -176,27 +200,33 @@ class Dialect:
         body: dict[str, Any] = {"type": self.condition_names[c.type], "status": c.status.value}
         if c.last_transition_time is not None:
             body["lastTransitionTime"] = format_time(c.last_transition_time)
+        message = c.message[:MAX_CONDITION_MESSAGE]
         if self.knative:
             if c.type == ConditionType.INSTANCE_TERMINATING:
                 body["severity"] = "Info"
             if c.reason:
                 body["reason"] = c.reason
-            if c.message:
-                body["message"] = c.message
+            if message:
+                body["message"] = message
         else:
             body["reason"] = c.reason or c.type.value
-            body["message"] = c.message
+            body["message"] = message
             body["observedGeneration"] = generation
         return body
 
     def status_body(self, status: ClaimStatus, generation: int) -> dict[str, Any]:
-        """The full ``status`` object to write for this dialect (fields it does not have are left out)."""
+        """The full ``status`` object to write for this dialect (fields it does not have are left out).
+
+        Conditions of types we do not model are written back as they were read: a status write
+        never erases what another controller reported.
+        """
         body: dict[str, Any] = {
             "conditions": [
                 self.condition_body(c, generation)
                 for c in status.conditions
                 if c.type in self.condition_names
             ]
+            + [dict(c) for c in status.foreign_conditions]
         }
         if status.node_name:
             body["nodeName"] = status.node_name
@@ -233,6 +263,9 @@ MACHINE = Dialect(
     pending_status=Status.FALSE,
     knative=True,
     nodepool_label=PROVISIONER_LABEL,
+    capacity_message_exact=True,
+    metric_name="machines",
+    metric_pool_label="provisioner",
 )
 
 NODECLAIM = Dialect(
@@ -249,6 +282,9 @@ NODECLAIM = Dialect(
     pending_status=Status.UNKNOWN,
     knative=False,
     nodepool_label=NODEPOOL_LABEL,
+    capacity_message_exact=False,
+    metric_name="nodeclaims",
+    metric_pool_label="nodepool",
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (MACHINE, NODECLAIM)}
@@ -256,3 +292,12 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (MACHINE, NODECLAIM)}
 
 def dialect_of(claim: Claim) -> Dialect:
     return DIALECTS[claim.dialect]
+
+
+def key_of(claim: Claim) -> ClaimKey:
+    return dialect_of(claim).key(claim.name)
+
+
+def dialect_for_kind(api_version: str, kind: str) -> Dialect | None:
+    """The dialect of an ownerReference (or any apiVersion/kind pair), if it is a claim kind."""
+    return next((d for d in DIALECTS.values() if d.kind == kind and d.api_version == api_version), None)

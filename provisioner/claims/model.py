@@ -28,8 +28,11 @@ TERMINATION_FINALIZER = "karpenter.sh/termination"
 ANNOTATION_PREFIX = "gpu-provisioner.sh"
 INSTANCE_NAME_ANNOTATION = f"{ANNOTATION_PREFIX}/instance-name"
 #: Set to the controller's name when it takes a claim over (with its finalizer): the claim stays that
-#: controller's even if it stops matching the selector, so its instance and finalizer are cleaned up.
+#: controller's even if it stops matching the selector, so its instance and finalizer are cleaned up;
+#: a claim marked by another installation is never taken. Nodes we register carry it too.
 MANAGED_BY_ANNOTATION = f"{ANNOTATION_PREFIX}/managed-by"
+#: Karpenter's longest condition message; longer ones are cut (the start is what Kaito reads).
+MAX_CONDITION_MESSAGE = 300
 
 
 class ConditionType(StrEnum):
@@ -79,6 +82,8 @@ class ClaimStatus:
     capacity: Mapping[str, str] = field(default_factory=dict)
     allocatable: Mapping[str, str] = field(default_factory=dict)
     conditions: tuple[Condition, ...] = ()
+    #: Conditions of types we do not model (written by other controllers), kept as read.
+    foreign_conditions: tuple[Mapping[str, Any], ...] = ()
 
     def condition(self, ctype: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == ctype), None)
@@ -93,6 +98,18 @@ class NodeClassRef:
     group: str
     kind: str
     name: str
+
+
+@dataclass(frozen=True, order=True)
+class ClaimKey:
+    """What identifies a claim whatever API version it was read through."""
+
+    group: str
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()}/{self.name}"
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from provisioner.cloud.errors import (
     CloudError,
+    InstanceConflict,
     InsufficientCapacity,
     InvalidSpec,
     NotFound,
     Throttled,
     Transient,
 )
-from provisioner.cloud.provider import CloudProvider, ProviderContext
+from provisioner.cloud.provider import CloudProvider, ProviderContext, SupportsAdoption, SupportsQuota
 from provisioner.cloud.registry import (
     ENTRY_POINT_GROUP,
     ProviderFactory,
@@ -44,6 +45,7 @@ __all__ = [
     "CloudError",
     "CloudProvider",
     "Instance",
+    "InstanceConflict",
     "InstanceRequest",
     "InstanceState",
     "InstanceType",
@@ -54,6 +56,8 @@ __all__ = [
     "ProviderFactory",
     "ProviderLoadError",
     "ProviderNotFoundError",
+    "SupportsAdoption",
+    "SupportsQuota",
     "Taint",
     "TaintEffect",
     "Throttled",

@@ -8,6 +8,11 @@ error code and message are kept for events, conditions and metrics.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from provisioner.cloud.types import Instance
+
 #: The words Karpenter (and therefore Kaito) use when no candidate instance type could be launched;
 #: Kaito recognises a capacity shortage by them. Providers start a combined capacity error with them.
 ALL_INSTANCE_TYPES_UNAVAILABLE = "all requested instance types were unavailable during launch"
@@ -54,6 +59,18 @@ class InsufficientCapacity(CloudError):
 
 class InvalidSpec(CloudError):
     """The request can never succeed as written (unknown size, invalid name or label, ...)."""
+
+
+class InstanceConflict(InvalidSpec):
+    """An instance of the requested name exists and is not tagged for any claim of ours.
+
+    ``instance`` is what the cloud has under that name: the lifecycle decides whether it is a
+    predecessor's instance for this claim (then it is adopted) or someone else's (never touched).
+    """
+
+    def __init__(self, message: str, code: str | None = None, *, instance: Instance) -> None:
+        super().__init__(message, code)
+        self.instance = instance
 
 
 class Throttled(CloudError):

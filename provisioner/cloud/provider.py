@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from provisioner.cloud.types import Instance, InstanceRequest, InstanceType
+from provisioner.cloud.types import CapacityType, Instance, InstanceRequest, InstanceType
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,12 @@ class ProviderContext:
 class CloudProvider(Protocol):
     """A cloud that creates one instance (on AKS: one agent pool of one node) per claim.
 
-    Every method raises only ``provisioner.cloud.errors.CloudError`` subclasses for cloud failures.
+    Every method raises only ``provisioner.cloud.errors.CloudError`` subclasses for cloud failures,
+    and makes one attempt: the controller's work queue retries with backoff, so a provider must not
+    sleep on throttling inside ``create``, ``get`` or ``delete`` (``list`` and ``check`` serve
+    background loops and may retry).
 
-    Two optional methods are used when a provider has them:
+    Optional extras a provider may have (``SupportsAdoption``, ``SupportsQuota`` below, and):
 
     * ``async check() -> tuple[bool, str]`` — whether the cloud accepts our credentials now
       (``/readyz`` reports it);
@@ -41,12 +44,17 @@ class CloudProvider(Protocol):
         """The name of the instance for a claim (pure and stable: used to find it after a restart)."""
         ...
 
+    def instance_of_node(self, node: Mapping[str, Any]) -> str | None:
+        """The name of the instance a Kubernetes Node runs on, or None if it is none of this cloud's."""
+        ...
+
     async def create(self, request: InstanceRequest) -> Instance:
         """Start creating ``request.name`` and return at once (state ``creating``).
 
         Idempotent: if an instance of that name already exists for the same claim (same claim
-        UID), it is adopted and returned as it is. Instance types are tried in order; only
-        capacity errors move on to the next candidate.
+        UID), it is adopted and returned as it is; one that is not tagged for any claim raises
+        ``InstanceConflict`` carrying it. Instance types are tried in order; only capacity errors
+        move on to the next candidate.
         """
         ...
 
@@ -58,8 +66,12 @@ class CloudProvider(Protocol):
         """Every instance we own (created by this controller), in any state."""
         ...
 
-    async def delete(self, name: str) -> None:
-        """Start deleting ``name``. Idempotent: missing or already deleting counts as success."""
+    async def delete(self, name: str, *, version: str | None = None) -> None:
+        """Start deleting ``name``. Idempotent: missing or already deleting counts as success.
+
+        With ``version`` (an ``Instance.version`` read earlier) the delete happens only if the
+        instance has not changed since; otherwise it raises ``Transient`` (code ``PreconditionFailed``).
+        """
         ...
 
     async def instance_types(self) -> builtins.list[InstanceType]:
@@ -68,4 +80,23 @@ class CloudProvider(Protocol):
 
     async def close(self) -> None:
         """Release clients and background tasks."""
+        ...
+
+
+@runtime_checkable
+class SupportsAdoption(Protocol):
+    """A cloud whose instances a predecessor may have made without our tags."""
+
+    async def adopt(self, instance: Instance, claim_name: str, claim_uid: str) -> Instance:
+        """Tag ``instance`` as ours for the claim, only if it is unchanged since it was read
+        (``instance.version``); returns the updated snapshot."""
+        ...
+
+
+@runtime_checkable
+class SupportsQuota(Protocol):
+    """A cloud that can tell, from a shared cached reading, whether quota has room now."""
+
+    async def quota_allows(self, instance_types: Sequence[str], capacity_type: CapacityType) -> bool:
+        """Whether one more instance of any of ``instance_types`` fits the quota now."""
         ...

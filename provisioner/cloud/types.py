@@ -73,10 +73,6 @@ class InstanceRequest:
     zones: tuple[str, ...] = ()
     capacity_type: CapacityType = CapacityType.ON_DEMAND
     tags: Mapping[str, str] = field(default_factory=dict)
-    #: Which API dialect the claim came from (e.g. ``machine.v1alpha5``, ``nodeclaim.v1``).
-    dialect: str | None = None
-    #: Karpenter provisioner (v1alpha5) or nodepool (v1) name the claim belongs to, if any.
-    nodepool: str | None = None
 
     def ownership_tags(self) -> dict[str, str]:
         return {
@@ -105,6 +101,10 @@ class Instance:
     image_id: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     failure: CloudError | None = None
+    #: Labels the cloud puts on the instance's node (on AKS: the pool's nodeLabels).
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    #: An opaque version of this snapshot (an ETag) for conditional writes; None if the cloud has none.
+    version: str | None = None
 
     @property
     def managed(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from provisioner.claims.dialects import dialect_of, parse_taints
 from provisioner.claims.model import INITIALIZED_LABEL, Claim, Condition, ConditionType, Status
-from provisioner.lifecycle.result import Event, EventType, StepResult
+from provisioner.lifecycle.result import Event, EventType, PatchNode, StatusDelta, StepResult
 from provisioner.quantity import is_zero
 
 Node = Mapping[str, Any]
@@ -83,10 +83,12 @@ def check(claim: Claim, node: Node) -> StepResult:
         )
     newly = not claim.status.is_true(ConditionType.INITIALIZED)
     name = (node.get("metadata") or {}).get("name", "")
+    label = initialized_label_patch(node)
     return StepResult(
         conditions=(Condition(ConditionType.INITIALIZED, Status.TRUE, ConditionType.INITIALIZED.value),),
-        status={"allocatable": dict((node.get("status") or {}).get("allocatable") or {})},
+        status=StatusDelta(allocatable=dict((node.get("status") or {}).get("allocatable") or {})),
         events=(Event(EventType.NORMAL, "Initialized", f"node {name} initialized"),) if newly else (),
+        actions=(PatchNode(name, label),) if label else (),
     )
 
 

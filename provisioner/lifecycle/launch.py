@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from dataclasses import replace
 
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import (
@@ -31,7 +32,15 @@ from provisioner.cloud.errors import (
 )
 from provisioner.cloud.types import Instance, InstanceState
 from provisioner.lifecycle.request import InvalidClaim
-from provisioner.lifecycle.result import Event, EventType, StepResult
+from provisioner.lifecycle.result import (
+    ClaimMetadata,
+    DeleteClaim,
+    DeleteInstance,
+    Event,
+    EventType,
+    StatusDelta,
+    StepResult,
+)
 from provisioner.settings import Settings
 
 # Kaito compares a Machine's MachineLaunched message with ALL_INSTANCE_TYPES_UNAVAILABLE for equality
@@ -97,7 +106,7 @@ def insufficient_capacity(
     """No candidate had capacity: Launched False with Kaito's text, one event, retry with backoff."""
     detail = capacity_detail(err)
     message = ALL_INSTANCE_TYPES_UNAVAILABLE
-    if dialect_of(claim).name != "machine":
+    if not dialect_of(claim).capacity_message_exact:
         message = f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {detail}"
     event = Event(
         EventType.WARNING, "InsufficientCapacityError", f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {detail}"
@@ -106,7 +115,7 @@ def insufficient_capacity(
         ConditionType.LAUNCHED, Status.FALSE, _reason("InsufficientCapacity", err.code), message
     )
     if settings.delete_on_insufficient_capacity:
-        return StepResult(conditions=(condition,), events=(event,), delete_claim=True, done=False)
+        return StepResult(conditions=(condition,), events=(event,), actions=(DeleteClaim(),), done=False)
     return StepResult(
         conditions=(condition,),
         events=(event,),
@@ -116,26 +125,33 @@ def insufficient_capacity(
 
 
 def cloud_error(claim: Claim, err: CloudError, attempt: int, settings: Settings) -> StepResult:
-    """Outcome of an error raised by ``cloud.create``."""
+    """Outcome of an error raised by ``cloud.create``.
+
+    Capacity and invalid-spec errors are decisions about the claim. Throttling and transient errors
+    say nothing about it: the claim shows them, and the work queue retries it with its per-claim
+    backoff (never sooner than the cloud's Retry-After).
+    """
     if isinstance(err, InsufficientCapacity):
         return insufficient_capacity(claim, err, attempt, settings)
     if isinstance(err, InvalidSpec):
         return invalid(claim, err)
     if isinstance(err, Throttled):
-        delay = min(MAX_RETRY_AFTER, err.retry_after if err.retry_after else backoff(attempt, 5.0, 60.0))
         return StepResult(
             conditions=(
-                _pending(claim, "Throttled", f"cloud is throttling requests; retrying in {delay:.0f}s"),
+                _pending(claim, "Throttled", "the cloud is throttling requests; retrying with backoff"),
             ),
             events=(Event(EventType.WARNING, "LaunchThrottled", str(err)),),
-            requeue_after=delay,
+            requeue_after=min(MAX_RETRY_AFTER, err.retry_after) if err.retry_after else None,
+            backoff=True,
             done=False,
         )
-    # Transient and anything unexpected: keep the claim, retry with backoff.
+    # The condition says what kind of failure it is (stable across retries: no status write per
+    # attempt); the event carries the cloud's full words.
+    what = f"the cloud failed ({err.code or type(err).__name__}); retrying with backoff"
     return StepResult(
-        conditions=(_pending(claim, _reason("LaunchRetrying", err.code), str(err)),),
+        conditions=(_pending(claim, _reason("LaunchRetrying", err.code), what),),
         events=(Event(EventType.WARNING, "LaunchFailed", str(err)),),
-        requeue_after=backoff(attempt, 5.0, settings.capacity_retry_max),
+        backoff=True,
         done=False,
     )
 
@@ -157,21 +173,42 @@ def poll_interval(claim: Claim, settings: Settings, now: datetime.datetime | Non
 
 
 def instance_observed(
-    claim: Claim, instance: Instance, attempt: int, settings: Settings, now: datetime.datetime | None = None
+    claim: Claim,
+    instance: Instance,
+    attempt: int,
+    settings: Settings,
+    now: datetime.datetime | None = None,
+    *,
+    node_joined: bool = False,
+    creating_since: datetime.datetime | None = None,
 ) -> StepResult:
-    """Outcome of reading back the instance ``cloud.create`` started or adopted."""
-    if instance.state == InstanceState.RUNNING:
+    """Outcome of reading back the instance ``cloud.create`` started or adopted.
+
+    ``node_joined``: a Node of the instance exists. AKS finishes a pool's operation only after its
+    node is up, so a joined node proves the instance runs while the cloud still says "creating".
+    ``creating_since``: when we first saw this create in flight, for the launch time limit.
+    """
+    if instance.state == InstanceState.RUNNING or (instance.state == InstanceState.CREATING and node_joined):
         return launched(claim, instance)
     if instance.state == InstanceState.FAILED:
         failure = instance.failure or CloudError(f"instance {instance.name} failed to provision")
         result = cloud_error(claim, failure, attempt, settings)
         # A failed instance is removed so the next attempt starts clean (possibly with another type).
+        return replace(result, actions=(DeleteInstance(instance.name, instance.version), *result.actions))
+    if (
+        instance.state == InstanceState.CREATING
+        and now is not None
+        and creating_since is not None
+        and (now - creating_since).total_seconds() >= settings.launch_timeout
+    ):
+        message = (
+            f"instance {instance.name} has been creating for more than {settings.launch_timeout:.0f}s; "
+            "deleting claim"
+        )
         return StepResult(
-            conditions=result.conditions,
-            events=result.events,
-            requeue_after=result.requeue_after,
-            delete_instance=True,
-            delete_claim=result.delete_claim,
+            conditions=(Condition(ConditionType.LAUNCHED, Status.FALSE, "LaunchTimeout", message),),
+            events=(Event(EventType.WARNING, "LaunchTimeout", message),),
+            actions=(DeleteClaim(),),
             done=False,
         )
     state = "being deleted" if instance.state == InstanceState.DELETING else "being created"
@@ -191,18 +228,17 @@ def launched(claim: Claim, instance: Instance) -> StepResult:
     }
     if instance.zone:
         labels[ZONE_LABEL] = instance.zone
-    status: dict[str, object] = {"capacity": dict(instance.capacity)}
-    if instance.provider_id:
-        status["provider_id"] = instance.provider_id
-    if instance.image_id:
-        status["image_id"] = instance.image_id
-    if not claim.status.allocatable:
-        status["allocatable"] = dict(instance.capacity)
+    status = StatusDelta(
+        capacity=dict(instance.capacity),
+        provider_id=instance.provider_id or None,
+        image_id=instance.image_id or None,
+        allocatable=None if claim.status.allocatable else dict(instance.capacity),
+    )
     newly = not claim.status.is_true(ConditionType.LAUNCHED)
     return StepResult(
         conditions=(Condition(ConditionType.LAUNCHED, Status.TRUE, ConditionType.LAUNCHED.value),),
         status=status,
-        claim_labels=labels,
+        actions=(ClaimMetadata(labels=labels),),
         events=(
             (
                 Event(
@@ -223,6 +259,6 @@ def vanished(claim: Claim, err: NotFound) -> StepResult:
         events=(
             Event(EventType.WARNING, "InstanceNotFound", f"instance is gone ({err.message}); deleting claim"),
         ),
-        delete_claim=True,
+        actions=(DeleteClaim(),),
         done=False,
     )

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from provisioner.claims.model import Claim, Condition, ConditionType, Status
 from provisioner.cloud.types import GPU_RESOURCE
 from provisioner.lifecycle.initialization import node_ready
+from provisioner.lifecycle.request import instance_type_candidates
 from provisioner.lifecycle.result import Event, EventType, StepResult
 from provisioner.quantity import parse_quantity
 from provisioner.settings import Settings
@@ -25,22 +27,40 @@ _HOLDING = ("Launching",)
 REPAIR_UNHEALTHY_SHARE = 0.2
 
 
+#: Launched reasons of claims waiting for a slot under MAX_NODES / MAX_GPUS (woken when one frees).
+WAITING_FOR_SLOT = frozenset({"NodeLimitReached", "GPULimitReached"})
+
+
 def holds_instance(claim: Claim) -> bool:
+    """Whether the claim has (or is getting) an instance; a deleting claim holds its instance until
+    termination is done with it."""
     launched = claim.status.condition(ConditionType.LAUNCHED)
-    if claim.deleting or launched is None:
+    if launched is None:
         return False
     return launched.status == Status.TRUE or launched.reason in _HOLDING
 
 
-def _gpus(claim: Claim, gpus_by_type: Mapping[str, int]) -> int:
+def waiting_for_slot(claim: Claim) -> bool:
+    launched = claim.status.condition(ConditionType.LAUNCHED)
+    return launched is not None and launched.reason in WAITING_FOR_SLOT
+
+
+def gpus_of(claim: Claim, gpus_by_type: Mapping[str, int]) -> int:
+    """GPUs the claim holds: its reported capacity, else what its preferred instance type has (a
+    claim whose create is in flight has no capacity yet, but holds the GPUs all the same)."""
     capacity = claim.status.capacity.get(GPU_RESOURCE)
     if capacity is not None:
         try:
             return int(parse_quantity(capacity))
         except ValueError:
             return 0
-    instance_type = claim.labels.get("node.kubernetes.io/instance-type", "")
-    return gpus_by_type.get(instance_type.lower(), 0)
+    for instance_type in (
+        claim.labels.get("node.kubernetes.io/instance-type"),
+        *instance_type_candidates(claim),
+    ):
+        if instance_type:
+            return gpus_by_type.get(instance_type.lower(), 0)
+    return 0
 
 
 def check(
@@ -61,7 +81,7 @@ def check(
             f"{len(holding)} nodes already held; MAX_NODES is {settings.max_nodes}",
         )
     elif settings.max_gpus:
-        used = sum(_gpus(c, gpus_by_type) for c in holding)
+        used = sum(gpus_of(c, gpus_by_type) for c in holding)
         if used + candidate_gpus > settings.max_gpus:
             problem = (
                 "GPULimitReached",
@@ -78,12 +98,23 @@ def check(
     )
 
 
-def repair_paused(nodes: Iterable[Mapping[str, Any]]) -> tuple[bool, int, int]:
-    """(paused, unhealthy, total) over the managed nodes given."""
+@dataclass(frozen=True)
+class RepairBrake:
+    unhealthy: int
+    total: int
+
+    @property
+    def paused(self) -> bool:
+        return self.unhealthy > max(1, REPAIR_UNHEALTHY_SHARE * self.total)
+
+
+def repair_brake(our_nodes: Iterable[Mapping[str, Any]]) -> RepairBrake:
+    """The brake over the nodes of claims we manage (never anyone else's: next to another
+    provisioner, its healthy nodes must not hide an outage of ours)."""
     total = unhealthy = 0
-    for node in nodes:
+    for node in our_nodes:
         total += 1
         status, _ = node_ready(node)
         if status != Status.TRUE:
             unhealthy += 1
-    return unhealthy > max(1, REPAIR_UNHEALTHY_SHARE * total), unhealthy, total
+    return RepairBrake(unhealthy, total)

@@ -95,17 +95,22 @@ def _zones(claim: Claim) -> tuple[str, ...]:
     return req.values if req is not None and req.operator == "In" else ()
 
 
-def _capacity_type(claim: Claim) -> CapacityType:
+def capacity_type(claim: Claim) -> CapacityType:
     req = claim.requirement(CAPACITY_TYPE_LABEL)
     if req is not None and req.operator == "In" and set(req.values) == {CapacityType.SPOT.value}:
         return CapacityType.SPOT
     return CapacityType.ON_DEMAND
 
 
+#: The provisioner/nodepool a claim belongs to when it does not say (Karpenter's and Kaito's default).
+DEFAULT_NODEPOOL = "default"
+
+
 def node_labels(claim: Claim) -> dict[str, str]:
-    """Labels the node must carry: single-valued ``In`` requirements the kubelet does not set, then the
-    claim's own labels (which win)."""
-    labels: dict[str, str] = {}
+    """Labels the node must carry: the claim's provisioner/nodepool label (``default`` if it has
+    none), single-valued ``In`` requirements the kubelet does not set, then the claim's own labels
+    (which win)."""
+    labels: dict[str, str] = {dialect_of(claim).nodepool_label: DEFAULT_NODEPOOL}
     for req in claim.requirements:
         if req.operator == "In" and len(req.values) == 1 and not req.key.startswith(_KUBELET_SET_PREFIXES):
             labels[req.key] = req.values[0]
@@ -132,7 +137,6 @@ def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedReq
             )
         candidates = allowed
     disk, warning = _os_disk_gib(claim)
-    dialect = dialect_of(claim)
     family = claim.annotations.get(IMAGE_FAMILY_ANNOTATION)
     request = InstanceRequest(
         claim_name=claim.name,
@@ -144,8 +148,6 @@ def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedReq
         os_disk_size_gib=disk,
         image_family=family.lower() if family else None,
         zones=_zones(claim),
-        capacity_type=_capacity_type(claim),
-        dialect=f"{dialect.name}.{dialect.resource.version}",
-        nodepool=claim.labels.get(dialect.nodepool_label),
+        capacity_type=capacity_type(claim),
     )
     return PreparedRequest(request, (warning,) if warning else ())

@@ -139,6 +139,14 @@ class FakeArm:
     def set_quota(self, family: str, limit: int) -> None:
         self.admin("POST", "quota", {"location": LOCATION, "limits": {family: limit}})
 
+    def add_fault(self, spec: dict[str, Any]) -> str:
+        """Add a fault rule; returns its id (for ``remove_fault``)."""
+        return str(self.admin("POST", "faults", spec)["faults"][0]["id"])
+
+    def remove_fault(self, fault_id: str, *, missing_ok: bool = False) -> None:
+        status, data = self.call("DELETE", f"/_fake/faults/{fault_id}")
+        assert status < 300 or (missing_ok and status == 404), (status, data)
+
     def set_latency(self, **latency: float) -> None:
         self.admin("POST", "settings", {"latency": latency})
 
@@ -151,10 +159,27 @@ class FakeArm:
     def token(self) -> str:
         return str(self.admin("POST", "tokens", {})["access_token"])
 
-    def put_pool(self, name: str, vm_size: str, tags: dict[str, str]) -> None:
-        body = {
-            "properties": {"vmSize": vm_size, "count": 1, "mode": "User", "osType": "Linux", "tags": tags}
+    def put_pool(
+        self,
+        name: str,
+        vm_size: str,
+        tags: dict[str, str],
+        *,
+        node_labels: dict[str, str] | None = None,
+        node_taints: list[str] | None = None,
+    ) -> None:
+        props: dict[str, Any] = {
+            "vmSize": vm_size,
+            "count": 1,
+            "mode": "User",
+            "osType": "Linux",
+            "tags": tags,
         }
+        if node_labels:
+            props["nodeLabels"] = node_labels
+        if node_taints:
+            props["nodeTaints"] = node_taints
+        body = {"properties": props}
         status, data = self.call("PUT", self.pool_path(name), body, token=self.token())
         assert status in (200, 201), (status, data)
 

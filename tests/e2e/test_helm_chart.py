@@ -548,8 +548,8 @@ def test_pod_security_warning_is_detected(helm: Helm, cluster: Cluster, namespac
     assert 'would violate PodSecurity "restricted:latest"' in proc.stderr
 
 
-# What the controller does in Kubernetes (provisioner/controller.py, events.py, leader.py, kopf's
-# watches); each must be allowed. `ns` is the release namespace.
+# What the controller does in Kubernetes (provisioner/reconcile/, termination/, events.py,
+# leader.py, kopf's watches); each must be allowed. `ns` is the release namespace.
 ALLOWED = [
     *[(verb, "machines.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
     *[(verb, "nodeclaims.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
@@ -559,6 +559,9 @@ ALLOWED = [
     ("list", "pods", "--all-namespaces"),
     ("get", "pods", "--all-namespaces"),
     ("create", "pods", "--subresource=eviction", "--all-namespaces"),
+    ("delete", "pods", "--all-namespaces"),
+    ("list", "volumeattachments.storage.k8s.io"),
+    ("get", "persistentvolumes"),
     ("create", "events", "-n", "default"),
     ("patch", "events", "-n", "default"),
     ("create", "events.events.k8s.io", "-n", "default"),
@@ -585,7 +588,7 @@ DENIED = [
     ("delete", "nodeclaims.karpenter.sh", "--subresource=status"),
     ("create", "nodes"),
     ("update", "nodes"),
-    ("delete", "pods", "--all-namespaces"),
+    ("deletecollection", "pods", "--all-namespaces"),
     ("create", "pods", "--all-namespaces"),
     ("patch", "pods", "--all-namespaces"),
     ("watch", "pods", "--all-namespaces"),
@@ -611,6 +614,8 @@ DENIED = [
     ("impersonate", "users"),
     ("create", "serviceaccounts", "--subresource=token", "-n", "{ns}"),
     ("create", "poddisruptionbudgets.policy", "-n", "{ns}"),
+    ("delete", "volumeattachments.storage.k8s.io"),
+    ("list", "persistentvolumes"),
 ]
 
 

@@ -19,6 +19,7 @@ from fakes import kaito
 from fakes.arm import FakeArm, FakeArmConfig
 from provisioner.cloud import (
     CapacityType,
+    InstanceConflict,
     InstanceRequest,
     InstanceState,
     InsufficientCapacity,
@@ -125,8 +126,6 @@ def machine_request(**kw: Any) -> InstanceRequest:
         "labels": m["metadata"]["labels"],
         "taints": tuple(Taint(t["key"], t["value"], t["effect"]) for t in spec["taints"]),
         "os_disk_size_gib": 120,
-        "dialect": "machine.v1alpha5",
-        "nodepool": None,
     }
     fields.update(kw)
     return InstanceRequest(**fields)
@@ -144,8 +143,6 @@ def nodeclaim_request(**kw: Any) -> InstanceRequest:
         "taints": tuple(Taint(t["key"], t["value"], t["effect"]) for t in nc["spec"]["taints"]),
         "os_disk_size_gib": 120,
         "image_family": "azurelinux",
-        "dialect": "nodeclaim.v1",
-        "nodepool": kaito.KAITO_NODEPOOL,
     }
     fields.update(kw)
     return InstanceRequest(**fields)
@@ -318,8 +315,29 @@ async def test_connection_errors_are_transient(cloud: AzureCloud, arm: FakeArm) 
 async def test_get_and_delete_of_a_missing_pool(cloud: AzureCloud, arm: FakeArm) -> None:
     with pytest.raises(NotFound):
         await cloud.get("nosuchpool")
-    await cloud.delete("nosuchpool")
+    await cloud.delete("nosuchpool")  # unversioned: read first, nothing to delete
     assert not arm.requests("DELETE")
+    await cloud.delete("nosuchpool", version="an-etag")  # versioned: one DELETE, gone is success
+    assert len(arm.requests("DELETE")) == 1
+
+
+async def test_a_versioned_delete_spares_a_pool_that_changed_since_it_was_read(
+    cloud: AzureCloud, arm: FakeArm
+) -> None:
+    req = machine_request()
+    await cloud.create(req)
+    await running(cloud, req.name)
+    read = await cloud.get(req.name)
+    assert read.version
+    # The pool is deleted and made again for a new claim of the same name between read and delete.
+    await cloud.delete(req.name, version=read.version)
+    await wait_for(lambda: arm.pool(req.name) is None, 5)
+    again = machine_request(name=req.name, claim_name=req.name, claim_uid="newer-claim")
+    await cloud.create(again)
+    with pytest.raises(Transient) as stale:
+        await cloud.delete(req.name, version=read.version)
+    assert stale.value.code == "PreconditionFailed"
+    assert arm.pool(req.name) is not None
 
 
 async def test_a_missing_cluster_is_not_a_missing_pool(providers: Callable[..., AzureCloud]) -> None:
@@ -333,36 +351,50 @@ async def test_a_missing_cluster_is_not_a_missing_pool(providers: Callable[..., 
 # --- throttling -----------------------------------------------------------------------------
 
 
-async def test_throttled_calls_wait_and_succeed_with_one_put(cloud: AzureCloud, arm: FakeArm) -> None:
-    arm.add_fault({"action": "throttle", "method": "GET", "path": POOLS, "count": 3, "retry_after": 0.2})
-    arm.add_fault({"action": "throttle", "method": "GET", "path": "/usages", "count": 1, "retry_after": 0.2})
+async def test_a_throttled_read_comes_back_at_once_and_the_retry_costs_one_put(
+    cloud: AzureCloud, arm: FakeArm
+) -> None:
+    """Calls made for a reconcile never sleep on Retry-After: the work queue retries the claim."""
+    arm.add_fault({"action": "throttle", "method": "GET", "path": POOLS, "count": 1, "retry_after": 30})
     req = machine_request()
     started = time.monotonic()
+    with pytest.raises(Throttled) as throttled:
+        await cloud.create(req)
+    assert time.monotonic() - started < 5, "no sleep inside the call"
+    assert throttled.value.retry_after == 1.0  # 30 s capped by AZURE_RETRY_AFTER_MAX_SECONDS here
+    assert len(arm.requests("GET", pool_path(req.name))) == 1  # one attempt, no SDK retry
     inst = await cloud.create(req)
     assert inst.state == InstanceState.CREATING
-    assert time.monotonic() - started >= 0.4  # it waited for Retry-After, at least twice
-    assert len(arm.requests("GET", pool_path(req.name), status=429)) >= 2
-    assert len(arm.requests("PUT", pool_path(req.name))) == 1
     await running(cloud, req.name)
     assert len(arm.requests("PUT")) == 1
 
 
-async def test_a_throttled_put_is_retried_once_by_the_sdk(cloud: AzureCloud, arm: FakeArm) -> None:
+async def test_a_throttled_put_is_not_retried_inside_the_call(cloud: AzureCloud, arm: FakeArm) -> None:
     arm.add_fault({"action": "throttle", "method": "PUT", "path": POOLS, "count": 1, "retry_after": 0.2})
     req = machine_request()
+    with pytest.raises(Throttled):
+        await cloud.create(req)
+    assert [r.status for r in arm.requests("PUT", pool_path(req.name))] == [429]
     await cloud.create(req)
-    puts = arm.requests("PUT", pool_path(req.name))
-    assert [r.status for r in puts] == [429, 201]
-    assert puts[1].timestamp - puts[0].timestamp >= 0.2
+    assert [r.status for r in arm.requests("PUT", pool_path(req.name))] == [429, 201]
+
+
+async def test_the_gc_listing_retries_throttled_reads(cloud: AzureCloud, arm: FakeArm) -> None:
+    """Background reads (GC, readiness) still retry, honouring Retry-After."""
+    listing = r"/agentPools$"
+    arm.add_fault({"action": "throttle", "method": "GET", "path": listing, "count": 2, "retry_after": 0.2})
+    started = time.monotonic()
+    assert await cloud.list() == []
+    assert time.monotonic() - started >= 0.4
+    assert len(arm.requests("GET", listing, status=429)) == 2
 
 
 async def test_retry_after_is_capped(providers: Callable[..., AzureCloud], arm: FakeArm) -> None:
     cloud = providers(AZURE_RETRY_AFTER_MAX_SECONDS="0.2")
     arm.add_fault({"action": "throttle", "method": "GET", "path": POOLS, "count": 1, "retry_after": 600})
-    started = time.monotonic()
-    with pytest.raises(NotFound):
+    with pytest.raises(Throttled) as throttled:
         await asyncio.wait_for(cloud.get("ws123"), timeout=10)
-    assert time.monotonic() - started < 5
+    assert throttled.value.retry_after == 0.2
 
 
 async def test_persistent_throttling_of_a_write_surfaces_as_throttled(
@@ -373,7 +405,7 @@ async def test_persistent_throttling_of_a_write_surfaces_as_throttled(
     with pytest.raises(Throttled) as info:
         await cloud.create(req)
     assert info.value.retry_after == 1.0  # 5 s capped by AZURE_RETRY_AFTER_MAX_SECONDS
-    assert len(arm.requests("PUT")) == 2  # the first try and azure-core's single retry
+    assert len(arm.requests("PUT")) == 1  # one attempt: the work queue retries the claim
     assert arm.pool(req.name) is None
 
 
@@ -437,8 +469,9 @@ async def test_a_pool_of_another_claim_or_owner_is_never_taken(
         RESOURCE_GROUP, CLUSTER, "userpool", {"properties": {"vmSize": "Standard_D4s_v3", "count": 1}}
     )
     await poller.result()
-    with pytest.raises(InvalidSpec, match="not managed by gpu-provisioner"):
+    with pytest.raises(InstanceConflict, match="not managed by gpu-provisioner") as conflict:
         await cloud.create(machine_request(name="userpool", claim_name="userpool"))
+    assert conflict.value.instance.name == "userpool" and not conflict.value.instance.managed
     await cloud.delete("userpool")
     assert not arm.requests("DELETE", pool_path("userpool"))
     assert [i.name for i in await cloud.list()] == [req.name]
@@ -522,6 +555,47 @@ async def test_own_creates_count_against_cached_quota(cloud: AzureCloud, arm: Fa
         await cloud.create(machine_request())
     assert len(arm.requests("PUT")) == 2
     assert len(arm.requests("GET", "/usages")) == 1  # one cached listing served all three
+
+
+async def test_a_lowered_limit_costs_no_rejected_put(
+    make_env: Callable[..., dict[str, str]], arm: FakeArm
+) -> None:
+    """The cached usage said "fits, with no room to spare": it is read again before the PUT."""
+    now = [1000.0]
+    cloud = AzureCloud(ProviderContext(env=make_env()), clock=lambda: now[0])
+    try:
+        arm.set_quota(A100_FAMILY, 48)
+        await cloud.create(machine_request())  # 24 of 48: plenty of room, no re-read needed
+        arm.set_quota(A100_FAMILY, 24)  # the limit drops while the cache still says 48
+        now[0] += 5
+        late = machine_request()
+        with pytest.raises(InsufficientCapacity) as info:
+            await cloud.create(late)
+        assert info.value.vcpus_free == 0
+        assert not arm.requests("PUT", pool_path(late.name)), "no PUT for ARM to reject"
+        assert len(arm.requests("GET", "/usages")) == 2
+    finally:
+        await cloud.close()
+
+
+def test_nodes_belong_to_the_pool_their_label_and_provider_id_name(cloud: AzureCloud) -> None:
+    prefix = (
+        f"azure:///subscriptions/{SUBSCRIPTION}/resourceGroups/mc_{RESOURCE_GROUP}_{CLUSTER}_eastus".lower()
+        + "/providers/Microsoft.Compute/virtualMachineScaleSets"
+    )
+
+    def node(pool: str | None, provider_id: str | None) -> dict[str, Any]:
+        labels = {"kubernetes.azure.com/agentpool": pool} if pool else {}
+        return {"metadata": {"labels": labels}, "spec": {"providerID": provider_id} if provider_id else {}}
+
+    assert cloud.instance_of_node(node("ws1", f"{prefix}/aks-ws1-12345678-vmss/virtualMachines/0")) == "ws1"
+    assert cloud.instance_of_node(node("ws1", None)) == "ws1"  # the kubelet has not set it yet
+    assert cloud.instance_of_node(node(None, f"{prefix}/aks-ws1-12345678-vmss/virtualMachines/0")) is None
+    # A Node labelled for our pool but running elsewhere is not the pool's.
+    assert cloud.instance_of_node(node("ws1", f"{prefix}/aks-other-12345678-vmss/virtualMachines/0")) is None
+    other_rg = f"azure:///subscriptions/{SUBSCRIPTION}/resourceGroups/mc_x/providers/Microsoft.Compute/virtualMachineScaleSets"
+    assert cloud.instance_of_node(node("ws1", f"{other_rg}/aks-ws1-1-vmss/virtualMachines/0")) is None
+    assert cloud.instance_of_node(node("ws1", "kind://docker/ws1")) is None
 
 
 # --- list -----------------------------------------------------------------------------------

@@ -61,7 +61,6 @@ def machine_request(**kw: object) -> InstanceRequest:
         },
         "taints": (Taint("sku", "gpu", "NoSchedule"),),
         "os_disk_size_gib": 120,
-        "dialect": "machine.v1alpha5",
     }
     fields.update(kw)
     return InstanceRequest(**fields)  # type: ignore[arg-type]
@@ -147,21 +146,13 @@ def test_label_filtering_keeps_claim_labels_and_reports_reserved_ones() -> None:
     assert "kubernetes.io and k8s.io" in reasons["foo.k8s.io/bar"]
 
 
-@pytest.mark.parametrize(
-    ("dialect", "nodepool", "expected"),
-    [
-        ("machine.v1alpha5", None, {"karpenter.sh/provisioner-name": "default"}),
-        ("machine.v1alpha5", "gpu", {"karpenter.sh/provisioner-name": "gpu"}),
-        ("nodeclaim.v1", "kaito", {"karpenter.sh/nodepool": "kaito"}),
-        (None, None, {}),
-    ],
-)
-def test_provisioner_labels_follow_the_dialect(
-    dialect: str | None, nodepool: str | None, expected: dict[str, str]
+@pytest.mark.parametrize(("is_gpu", "machine_type"), [(True, "gpu"), (False, "cpu")])
+def test_machine_type_label_says_gpu_or_cpu_as_the_go_provisioner_does(
+    is_gpu: bool, machine_type: str
 ) -> None:
-    req = machine_request(labels={}, dialect=dialect, nodepool=nodepool)
-    assert mapping.provisioner_labels(req, is_gpu=True) == {**expected, "kaito.sh/machine-type": "gpu"}
-    assert mapping.provisioner_labels(req, is_gpu=False)["kaito.sh/machine-type"] == "cpu"
+    req = machine_request()
+    labels, _ = mapping.node_labels(req, is_gpu=is_gpu)
+    assert labels == {**req.labels, "kaito.sh/machine-type": machine_type}
 
 
 def test_claim_labels_win_over_provisioner_defaults() -> None:

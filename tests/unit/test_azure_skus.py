@@ -17,6 +17,7 @@ from provisioner.cloud.azure.skus import (
     parse_resource_sku,
     to_instance_type,
 )
+from provisioner.cloud.errors import InsufficientCapacity
 
 
 class FakeClock:
@@ -142,8 +143,7 @@ async def test_quota_checker_rereads_a_short_answer_and_counts_own_creates() -> 
         return {"fam": UsageLimit("fam", 24, limit)}
 
     q = QuotaChecker(load, ttl=60, recheck=5, location="eastus", clock=clock)
-    await q.check("fam", 24, spot=False, vm_size="X")
-    q.record_create("fam", 24, spot=False)
+    await q.check("fam", 24, spot=False, vm_size="X", pool="p1")  # reserved for p1 at once
     clock.now += 1
     try:
         await q.check("fam", 24, spot=False, vm_size="X")
@@ -155,6 +155,41 @@ async def test_quota_checker_rereads_a_short_answer_and_counts_own_creates() -> 
     clock.now += 10
     await q.check("fam", 24, spot=False, vm_size="X")  # older than recheck: read again, now fits
     assert calls == 2
+
+
+def _checker(clock: FakeClock, usages: dict[str, UsageLimit], calls: list[int]) -> QuotaChecker:
+    async def load() -> dict[str, UsageLimit]:
+        calls.append(1)
+        return dict(usages)
+
+    return QuotaChecker(load, ttl=60, recheck=5, location="eastus", clock=clock)
+
+
+async def test_a_refused_create_releases_its_reservation_and_a_settled_pool_its_own() -> None:
+    clock, calls = FakeClock(), []
+    q = _checker(clock, {"fam": UsageLimit("fam", 0, 48)}, calls)
+    await q.check("fam", 24, spot=False, vm_size="X", pool="p1")
+    await q.check("fam", 24, spot=False, vm_size="X", pool="p2")
+    assert not await q.allows("fam", 24, spot=False, vm_size="X")  # 48 of 48 reserved
+    q.release("p1")  # the PUT for p1 was refused
+    assert await q.allows("fam", 24, spot=False, vm_size="X")
+
+
+async def test_a_narrow_fit_is_read_again_before_it_is_trusted() -> None:
+    clock, calls = FakeClock(), []
+    usages = {"fam": UsageLimit("fam", 0, 48)}
+    q = _checker(clock, usages, calls)
+    await q.check("fam", 24, spot=False, vm_size="X", pool="p1")  # 48 free: room for two
+    assert len(calls) == 1
+    usages["fam"] = UsageLimit("fam", 24, 24)  # the limit was lowered (and p1 is counted by ARM now)
+    clock.now += 3
+    # The cache says 24 free after p1: a fit with no room to spare, from a 3 s old reading.
+    try:
+        await q.check("fam", 24, spot=False, vm_size="X", pool="p2")
+        raise AssertionError("expected a shortfall")
+    except InsufficientCapacity as e:
+        assert e.vcpus_free == 0
+    assert len(calls) == 2
 
 
 async def test_ttl_value_shares_one_load() -> None:
@@ -170,6 +205,28 @@ async def test_ttl_value_shares_one_load() -> None:
     assert await asyncio.gather(v.get(), v.get(), v.get()) == [1, 1, 1]
     v.invalidate()
     assert await v.get() == 2
+
+
+async def test_ttl_value_drops_a_load_that_an_invalidate_overtook() -> None:
+    """A listing read before our own write must not be kept as if it were read after it."""
+    release = asyncio.Event()
+    loads: list[int] = []
+
+    async def load() -> int:
+        loads.append(len(loads) + 1)
+        n = len(loads)
+        if n == 1:
+            await release.wait()  # the first load is slow ...
+        return n
+
+    v = TtlValue(load, 60)
+    slow = asyncio.ensure_future(v.get())
+    await asyncio.sleep(0)
+    v.invalidate()  # ... and we wrote (created a pool) while it was under way
+    release.set()
+    assert await slow == 1  # its caller asked before the write: it gets what was read
+    assert await v.get() == 2  # everyone after the write gets a fresh read
+    assert loads == [1, 2]
 
 
 async def test_token_bucket_bounds_the_rate() -> None:

@@ -52,8 +52,8 @@ from provisioner.claims.model import (
     NodeClassRef,
     Status,
 )
-from provisioner.claims.selection import is_managed
 from provisioner.cloud.types import Taint
+from provisioner.ownership import Ownership
 from provisioner.settings import Settings
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -458,6 +458,10 @@ def test_ready_roll_up_rule(states: list[tuple[ConditionType, Status]]) -> None:
 # ---------------------------------------------------------------------------------- selection
 
 
+def is_managed(claim: Claim, settings: Settings) -> bool:
+    return Ownership(settings).claim_is_ours(claim)
+
+
 def test_kaito_claims_are_selected_by_default() -> None:
     s = Settings()
     assert is_managed(MACHINE.parse(kaito_machine()), s)
@@ -499,6 +503,12 @@ def test_foreign_claims_are_never_selected() -> None:
 
 def test_selection_follows_settings() -> None:
     s = Settings(claim_labels=("team",), claim_node_class_kinds=("AKSNodeClass",))
+    assert not is_managed(NODECLAIM.parse(_foreign_nodeclaim()), s), "another provisioner's node class group"
+    s = Settings(
+        claim_labels=("team",),
+        claim_node_class_kinds=("AKSNodeClass",),
+        claim_node_class_groups=("karpenter.azure.com",),
+    )
     assert is_managed(NODECLAIM.parse(_foreign_nodeclaim()), s)
     machine = kaito_machine()
     assert not is_managed(MACHINE.parse(machine), s)
@@ -525,7 +535,6 @@ def test_not_a_duration_is_none(text: object) -> None:
 
 def test_a_claim_we_took_over_stays_ours_without_its_labels() -> None:
     from provisioner.claims.model import Claim
-    from provisioner.claims.selection import is_managed
     from provisioner.settings import Settings
 
     settings = Settings.from_env({})
@@ -542,7 +551,6 @@ def test_a_claim_we_took_over_stays_ours_without_its_labels() -> None:
 
 def test_a_claim_taken_over_by_another_installation_is_not_ours() -> None:
     from provisioner.claims.model import Claim
-    from provisioner.claims.selection import is_managed
     from provisioner.settings import Settings
 
     other = Claim(

@@ -104,6 +104,9 @@ class AcmeCloud:
     def instance_name(self, claim_name):
         return claim_name
 
+    def instance_of_node(self, node):
+        return None
+
     async def create(self, request):
         raise NotImplementedError
 
@@ -113,7 +116,7 @@ class AcmeCloud:
     async def list(self):
         return []
 
-    async def delete(self, name):
+    async def delete(self, name, *, version=None):
         return None
 
     async def instance_types(self):

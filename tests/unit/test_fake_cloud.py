@@ -16,6 +16,7 @@ from provisioner.cloud import (
     CapacityType,
     CloudProvider,
     Instance,
+    InstanceConflict,
     InstanceRequest,
     InstanceState,
     InsufficientCapacity,
@@ -178,9 +179,10 @@ async def test_create_is_idempotent_for_the_same_claim(cloud: FakeCloud) -> None
 
 async def test_create_over_a_name_owned_by_someone_else(cloud: FakeCloud) -> None:
     cloud.add_foreign_instance("nodepool1", D4)
-    with pytest.raises(InvalidSpec) as foreign:
+    with pytest.raises(InstanceConflict) as foreign:
         await cloud.create(req("nodepool1", D4))
-    assert foreign.value.code == "Conflict"
+    assert foreign.value.code == "PoolNameConflict"
+    assert foreign.value.instance.name == "nodepool1" and not foreign.value.instance.managed
 
     await cloud.create(req("ws1", uid="old-claim"))
     with pytest.raises(Transient):

@@ -53,7 +53,7 @@ from provisioner.cloud.types import CapacityType, Instance, InstanceState, Taint
 from provisioner.lifecycle import initialization, launch, liveness, registration
 from provisioner.lifecycle.launch import ALL_INSTANCE_TYPES_UNAVAILABLE, MAX_RETRY_AFTER, backoff
 from provisioner.lifecycle.request import InvalidClaim, instance_type_candidates, node_labels, prepare
-from provisioner.lifecycle.result import EventType, StepResult
+from provisioner.lifecycle.result import ClaimMetadata, DeleteInstance, EventType, PatchNode, StepResult
 from provisioner.settings import Settings
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -104,6 +104,19 @@ def launched_claim(dialect: Dialect, at: datetime.datetime = T0, **status: Any) 
         provider_id=PROVIDER_ID,
         **status,
     )
+
+
+def deletes_instance(result: StepResult) -> bool:
+    return any(isinstance(a, DeleteInstance) for a in result.actions)
+
+
+def claim_labels(result: StepResult) -> dict[str, str]:
+    return {k: v for a in result.actions if isinstance(a, ClaimMetadata) for k, v in a.labels.items()}
+
+
+def node_patch(result: StepResult) -> dict[str, Any] | None:
+    patches = [a for a in result.actions if isinstance(a, PatchNode)]
+    return dict(patches[0].patch) if patches else None
 
 
 def only_condition(result: StepResult, ctype: ConditionType = ConditionType.LAUNCHED) -> Condition:
@@ -173,8 +186,7 @@ def test_kaito_machine_becomes_an_instance_request() -> None:
     assert r.image_family is None
     assert r.zones == ()
     assert r.capacity_type == CapacityType.ON_DEMAND
-    assert r.dialect == "machine.v1alpha5"
-    assert r.nodepool == "default"
+    assert r.labels[LABEL_PROVISIONER_NAME] == "default"  # the nodepool label travels in the labels
 
 
 def test_kaito_nodeclaim_becomes_an_instance_request() -> None:
@@ -187,8 +199,7 @@ def test_kaito_nodeclaim_becomes_an_instance_request() -> None:
     }
     assert LABEL_SKU_NAME not in r.labels  # describes the machine; the cloud sets its own
     assert r.image_family == "azurelinux"
-    assert r.dialect == "nodeclaim.v1"
-    assert r.nodepool == "kaito"
+    assert r.labels[LABEL_NODEPOOL] == "kaito"
     assert r.os_disk_size_gib == 120
 
 
@@ -412,8 +423,8 @@ def test_machine_insufficient_capacity_message_is_exactly_kaitos_text() -> None:
     assert on_wire["type"] == "MachineLaunched"
     assert on_wire["status"] == "False"
     assert on_wire["message"] == "all requested instance types were unavailable during launch"
-    assert not result.delete_claim
-    assert not result.delete_instance
+    assert not result.deletes_claim
+    assert not deletes_instance(result)
     assert not result.done
     assert result.requeue_after == DEFAULTS.capacity_retry_base
 
@@ -494,32 +505,27 @@ def test_capacity_retries_back_off_per_attempt() -> None:
 
 def test_delete_on_insufficient_capacity_deletes_the_claim() -> None:
     result = launch.cloud_error(machine(), quota_error(), 1, Settings(delete_on_insufficient_capacity=True))
-    assert result.delete_claim
+    assert result.deletes_claim
     assert result.requeue_after is None
     assert only_condition(result).message == ALL_INSTANCE_TYPES_UNAVAILABLE
 
 
 @pytest.mark.parametrize(
     ("retry_after", "attempt", "expected"),
-    [
-        (42.0, 1, 42.0),
-        (1000.0, 1, MAX_RETRY_AFTER),
-        (None, 1, 5.0),
-        (None, 2, 10.0),
-        (None, 20, 60.0),
-    ],
+    [(42.0, 1, 42.0), (1000.0, 1, MAX_RETRY_AFTER), (None, 1, None), (None, 20, None)],
 )
-def test_throttled_honours_retry_after_capped(
-    retry_after: float | None, attempt: int, expected: float
+def test_throttled_backs_off_in_the_queue_never_before_retry_after(
+    retry_after: float | None, attempt: int, expected: float | None
 ) -> None:
     assert MAX_RETRY_AFTER == 300.0
     claim = nodeclaim()
     err = Throttled("too many requests", "TooManyRequests", retry_after=retry_after)
     result = launch.cloud_error(claim, err, attempt, DEFAULTS)
-    assert result.requeue_after == expected
+    assert result.backoff, "the work queue's per-claim backoff decides when"
+    assert result.requeue_after == expected  # the floor of that backoff
     c = only_condition(result)
     assert (c.status, c.reason) == (Status.UNKNOWN, "Throttled")
-    assert not result.delete_claim
+    assert not result.deletes_claim
 
 
 def test_throttled_machine_stays_false_not_unknown() -> None:
@@ -534,8 +540,8 @@ def test_transient_error_retries_with_backoff(dialect: Dialect) -> None:
     c = only_condition(result)
     assert c.status == dialect.pending_status
     assert c.reason.startswith("LaunchRetrying")
-    assert result.requeue_after == 10.0
-    assert not result.delete_claim and not result.done
+    assert result.backoff and result.requeue_after is None
+    assert not result.deletes_claim and not result.done
     assert REASON.match(wire(claim, result, ConditionType.LAUNCHED)["reason"])
 
 
@@ -547,7 +553,7 @@ def test_invalid_spec_says_why_and_does_not_retry() -> None:
     assert c.reason == "InvalidSpec:InvalidParameter"
     assert "vmSize" in c.message
     assert result.requeue_after is None
-    assert not result.delete_claim
+    assert not result.deletes_claim
     (event,) = result.events
     assert event.type == EventType.WARNING
 
@@ -571,29 +577,29 @@ def test_running_instance_launches_the_claim(dialect: Dialect) -> None:
     c = only_condition(result)
     assert (c.status, c.reason) == (Status.TRUE, "Launched")
     assert result.done
-    assert result.claim_labels == {
+    assert claim_labels(result) == {
         INSTANCE_TYPE_LABEL: DEFAULT_INSTANCE_TYPE,
         ZONE_LABEL: "eastus-1",
         CAPACITY_TYPE_LABEL: "on-demand",
     }
-    assert result.status["provider_id"] == PROVIDER_ID
-    assert result.status["image_id"] == "AKSUbuntu-2204gen2containerd-202405.01.0"
-    assert result.status["capacity"] == {"cpu": "12", "memory": "220Gi", "nvidia.com/gpu": "2"}
-    assert result.status["allocatable"] == result.status["capacity"]
+    assert result.status.provider_id == PROVIDER_ID
+    assert result.status.image_id == "AKSUbuntu-2204gen2containerd-202405.01.0"
+    assert result.status.capacity == {"cpu": "12", "memory": "220Gi", "nvidia.com/gpu": "2"}
+    assert result.status.allocatable == result.status.capacity
     (event,) = result.events
     assert event.type == EventType.NORMAL and event.reason == "Launched"
 
 
 def test_running_spot_instance_without_zone() -> None:
     result = launch.launched(nodeclaim(), instance(zone="", capacity_type=CapacityType.SPOT))
-    assert result.claim_labels == {INSTANCE_TYPE_LABEL: DEFAULT_INSTANCE_TYPE, CAPACITY_TYPE_LABEL: "spot"}
+    assert claim_labels(result) == {INSTANCE_TYPE_LABEL: DEFAULT_INSTANCE_TYPE, CAPACITY_TYPE_LABEL: "spot"}
 
 
 def test_already_launched_claim_gets_no_second_event_and_keeps_allocatable() -> None:
     claim = launched_claim(NODECLAIM, allocatable={"nvidia.com/gpu": "2", "cpu": "11800m"})
     result = launch.launched(claim, instance())
     assert result.events == ()
-    assert "allocatable" not in result.status
+    assert result.status.allocatable is None
 
 
 @pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=lambda d: d.name)
@@ -606,7 +612,7 @@ def test_instance_in_flight_is_pending(dialect: Dialect, state: InstanceState) -
     assert c.reason == "Launching"
     assert NAME in c.message
     assert result.requeue_after == DEFAULTS.launch_poll_interval
-    assert not result.done and not result.delete_instance and not result.delete_claim
+    assert not result.done and not deletes_instance(result) and not result.deletes_claim
 
 
 @pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=lambda d: d.name)
@@ -614,8 +620,8 @@ def test_failed_instance_out_of_capacity_is_deleted_and_claim_kept(dialect: Dial
     claim = claim_of(dialect)
     failed = instance(InstanceState.FAILED, provider_id="", failure=quota_error(code="AllocationFailed"))
     result = launch.instance_observed(claim, failed, 3, DEFAULTS)
-    assert result.delete_instance
-    assert not result.delete_claim
+    assert deletes_instance(result)
+    assert not result.deletes_claim
     c = only_condition(result)
     assert c.status == Status.FALSE
     if dialect is MACHINE:
@@ -628,20 +634,20 @@ def test_failed_instance_out_of_capacity_is_deleted_and_claim_kept(dialect: Dial
 def test_failed_instance_with_delete_on_insufficient_capacity_deletes_both() -> None:
     failed = instance(InstanceState.FAILED, failure=quota_error())
     result = launch.instance_observed(machine(), failed, 1, Settings(delete_on_insufficient_capacity=True))
-    assert result.delete_instance and result.delete_claim
+    assert deletes_instance(result) and result.deletes_claim
 
 
 def test_failed_instance_without_cause_is_deleted_and_retried() -> None:
     result = launch.instance_observed(nodeclaim(), instance(InstanceState.FAILED), 1, DEFAULTS)
-    assert result.delete_instance
-    assert not result.delete_claim
-    assert result.requeue_after is not None and result.requeue_after > 0
+    assert deletes_instance(result)
+    assert not result.deletes_claim
+    assert result.backoff
     assert only_condition(result).status == Status.UNKNOWN
 
 
 def test_vanished_instance_deletes_the_claim() -> None:
     result = launch.vanished(launched_claim(NODECLAIM), NotFound("pool not found", "NotFound"))
-    assert result.delete_claim
+    assert result.deletes_claim
     (event,) = result.events
     assert event.reason == "InstanceNotFound"
 
@@ -730,25 +736,19 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-def test_node_matches_by_provider_id() -> None:
+CTRL = "gpu-provisioner"
+
+
+def test_find_node_prefers_the_claims_provider_id_then_its_own_node() -> None:
     claim = launched_claim(MACHINE)
-    node = aks_node("otherpool")
-    assert registration.node_matches(node, claim, NAME)
-
-
-@pytest.mark.parametrize("label", ["kubernetes.azure.com/agentpool", "agentpool"])
-def test_node_matches_by_agentpool_label(label: str) -> None:
-    claim = claim_of(NODECLAIM)  # no providerID yet
-    node = aks_node("x", provider_id="azure:///other")
-    node["metadata"]["labels"] = {label: NAME}
-    assert registration.node_matches(node, claim, NAME)
-
-
-def test_unrelated_nodes_do_not_match() -> None:
-    claim = claim_of(NODECLAIM)
-    assert not registration.node_matches(aks_node("otherpool", provider_id=""), claim, NAME)
-    assert not registration.node_matches({}, claim, NAME)
-    assert registration.find_node([aks_node("a"), aks_node("b")], claim, NAME) is None
+    mine = aks_node()
+    other = aks_node(provider_id="azure:///other")
+    other["metadata"]["name"] = "aks-other"
+    assert registration.find_node([other, mine], claim) is mine
+    owned = aks_node(provider_id="azure:///owned")
+    owned["metadata"]["ownerReferences"] = [{"uid": UID}]
+    assert registration.find_node([other, owned], claim_of(NODECLAIM)) is owned
+    assert registration.find_node([], claim) is None
 
 
 def test_find_node_prefers_a_node_that_is_not_being_deleted() -> None:
@@ -756,8 +756,8 @@ def test_find_node_prefers_a_node_that_is_not_being_deleted() -> None:
     old["metadata"]["deletionTimestamp"] = "2024-05-01T12:10:00Z"
     new = aks_node()
     new["metadata"]["name"] = "aks-new"
-    assert registration.find_node([old, new], launched_claim(MACHINE), NAME) is new
-    assert registration.find_node([old], launched_claim(MACHINE), NAME) is old
+    assert registration.find_node([old, new], launched_claim(MACHINE)) is new
+    assert registration.find_node([old], launched_claim(MACHINE)) is old
 
 
 @pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=lambda d: d.name)
@@ -770,8 +770,9 @@ def test_node_patch_brings_every_claim_promise(dialect: Dialect) -> None:
             {"key": "kubernetes.azure.com/scalesetpriority", "value": "spot", "effect": "NoSchedule"},
         ]
     )
-    patch = registration.desired_node_patch(node, claim, {"extra": "x"})
-    assert patch is not None
+    action = registration.registration_patch(node, claim, CTRL)
+    assert action is not None
+    patch = action.patch
     updated = merge_patch(node, patch)
 
     labels = updated["metadata"]["labels"]
@@ -781,7 +782,6 @@ def test_node_patch_brings_every_claim_promise(dialect: Dialect) -> None:
     assert labels[LABEL_WORKSPACE] == DEFAULT_WORKSPACE
     assert labels[LABEL_WORKSPACE_NAMESPACE] == "default"
     assert labels["apps"] == "falcon-7b"
-    assert labels["extra"] == "x"
     if dialect is MACHINE:
         assert labels[LABEL_PROVISIONER_NAME] == "default"
         assert labels[LABEL_MACHINE_TYPE] == "gpu"
@@ -802,11 +802,12 @@ def test_node_patch_brings_every_claim_promise(dialect: Dialect) -> None:
         assert (owner["apiVersion"], owner["kind"]) == ("karpenter.sh/v1alpha5", "Machine")
     else:
         assert (owner["apiVersion"], owner["kind"]) == ("karpenter.sh/v1", "NodeClaim")
+    assert updated["metadata"]["annotations"]["gpu-provisioner.sh/managed-by"] == CTRL
     # List fields are replaced whole by a merge patch: guarded by the resourceVersion read.
-    assert patch["metadata"]["resourceVersion"] == "100"
+    assert action.resource_version == "100"
 
     # Idempotent: once applied, the node is in line and nothing more is patched.
-    assert registration.desired_node_patch(updated, claim, {"extra": "x"}) is None
+    assert registration.registration_patch(updated, claim, CTRL) is None
 
 
 def test_node_patch_keeps_existing_owners_finalizers_and_taint_fields() -> None:
@@ -814,8 +815,9 @@ def test_node_patch_keeps_existing_owners_finalizers_and_taint_fields() -> None:
     node = aks_node(taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule", "timeAdded": "t"}])
     node["metadata"]["finalizers"] = ["example.com/keep"]
     node["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Other", "name": "o", "uid": "o1"}]
-    patch = registration.desired_node_patch(node, claim, {})
-    assert patch is not None
+    action = registration.registration_patch(node, claim, CTRL)
+    assert action is not None
+    patch = action.patch
     assert "spec" not in patch  # the claim's taint is already there
     assert patch["metadata"]["finalizers"] == ["example.com/keep", TERMINATION_FINALIZER]
     assert [o["uid"] for o in patch["metadata"]["ownerReferences"]] == ["o1", UID]
@@ -823,22 +825,38 @@ def test_node_patch_keeps_existing_owners_finalizers_and_taint_fields() -> None:
     assert updated["spec"]["taints"] == [
         {"key": "sku", "value": "gpu", "effect": "NoSchedule", "timeAdded": "t"}
     ]
-    assert registration.desired_node_patch(updated, claim, {}) is None
+    assert registration.registration_patch(updated, claim, CTRL) is None
+
+
+def _registration_applied(node: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    action = registration.registration_patch(node, claim, CTRL)
+    return merge_patch(node, action.patch if action else {})
 
 
 def test_node_patch_removes_unregistered_taint_only() -> None:
     claim = launched_claim(NODECLAIM)
-    in_line = merge_patch(aks_node(), registration.desired_node_patch(aks_node(), claim, {}))
+    in_line = _registration_applied(aks_node(), claim)
     in_line["spec"]["taints"].append({"key": "karpenter.sh/unregistered", "effect": "NoExecute"})
-    patch = registration.desired_node_patch(in_line, claim, {})
-    assert patch == {"spec": {"taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]}}
+    action = registration.registration_patch(in_line, claim, CTRL)
+    assert action is not None
+    assert action.patch == {"spec": {"taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]}}
+
+
+def test_after_registration_only_ownership_is_restored() -> None:
+    claim = launched_claim(NODECLAIM)
+    node = _registration_applied(aks_node(), claim)
+    node["metadata"]["labels"].pop(LABEL_WORKSPACE)
+    node["metadata"]["finalizers"] = []
+    action = registration.ownership_patch(node, claim, CTRL)
+    assert action is not None
+    assert action.patch == {"metadata": {"finalizers": [TERMINATION_FINALIZER]}}
 
 
 def test_node_patch_copies_claim_annotations() -> None:
     """DESIGN §4 Registration: labels *and annotations*, taints, ownerRef, finalizer are synced."""
     claim = launched_claim(NODECLAIM)
     assert claim.annotations
-    updated = merge_patch(aks_node(), registration.desired_node_patch(aks_node(), claim, {}) or {})
+    updated = _registration_applied(aks_node(), claim)
     annotations = updated["metadata"].get("annotations") or {}
     assert annotations.get("karpenter.sh/do-not-disrupt") == "true"
     assert annotations.get("kaito.sh/node-image-family") == "ubuntu"
@@ -852,13 +870,14 @@ def test_registered_and_not_registered(dialect: Dialect) -> None:
     assert c.status == dialect.pending_status
     assert not waiting.done
 
-    done = registration.registered(claim, aks_node())
+    done = registration.registered(claim, aks_node(), CTRL)
     c = only_condition(done, ConditionType.REGISTERED)
     assert c.status == Status.TRUE
-    assert done.status == {"node_name": NODE_NAME, "provider_id": PROVIDER_ID}
+    assert (done.status.node_name, done.status.provider_id) == (NODE_NAME, PROVIDER_ID)
     assert [e.reason for e in done.events] == ["Registered"]
+    assert node_patch(done) is not None  # the first time: everything the claim promised
     again = with_conditions(claim, *claim.status.conditions, c)
-    assert registration.registered(again, aks_node()).events == ()
+    assert registration.registered(again, aks_node(), CTRL).events == ()
 
 
 # ================================================================================ initialization
@@ -889,7 +908,8 @@ def test_ready_node_with_everything_is_initialized(dialect: Dialect) -> None:
     c = only_condition(result, ConditionType.INITIALIZED)
     assert c.status == Status.TRUE
     assert result.done
-    assert result.status == {"allocatable": {"cpu": "11800m", "nvidia.com/gpu": "2"}}
+    assert result.status.allocatable == {"cpu": "11800m", "nvidia.com/gpu": "2"}
+    assert node_patch(result) == {"metadata": {"labels": {INITIALIZED_LABEL: "true"}}}
     assert [e.reason for e in result.events] == ["Initialized"]
     assert initialization.initialized_label_patch(node) == {
         "metadata": {"labels": {INITIALIZED_LABEL: "true"}}
@@ -999,11 +1019,11 @@ def test_registration_timeout_waits_then_deletes() -> None:
     claim = launched_claim(MACHINE, at=T0)
     early = liveness.registration_timeout(claim, T0 + datetime.timedelta(minutes=10), DEFAULTS)
     assert early is not None
-    assert not early.delete_claim
+    assert not early.deletes_claim
     assert early.requeue_after == pytest.approx(601.0)
 
     late = liveness.registration_timeout(claim, T0 + datetime.timedelta(minutes=20), DEFAULTS)
-    assert late is not None and late.delete_claim
+    assert late is not None and late.deletes_claim
     (event,) = late.events
     assert event.reason == "RegistrationTimeout"
     assert event.type == EventType.WARNING
@@ -1013,7 +1033,7 @@ def test_registration_timeout_is_configurable() -> None:
     claim = launched_claim(NODECLAIM, at=T0)
     fast = Settings(registration_timeout=60.0)
     result = liveness.registration_timeout(claim, T0 + datetime.timedelta(seconds=61), fast)
-    assert result is not None and result.delete_claim
+    assert result is not None and result.deletes_claim
 
 
 def test_registration_timeout_ignores_unlaunched_claims() -> None:
@@ -1039,11 +1059,11 @@ def test_not_ready_node_is_repaired_after_the_window() -> None:
 
     early = liveness.not_ready_repair(node, T0 + datetime.timedelta(minutes=5), DEFAULTS)
     assert early is not None
-    assert not early.delete_claim
+    assert not early.deletes_claim
     assert early.requeue_after == pytest.approx(301.0)
 
     late = liveness.not_ready_repair(node, T0 + datetime.timedelta(minutes=10), DEFAULTS)
-    assert late is not None and late.delete_claim
+    assert late is not None and late.deletes_claim
     (event,) = late.events
     assert event.reason == "NodeRepair"
     assert NODE_NAME in event.message
@@ -1053,7 +1073,7 @@ def test_not_ready_node_is_repaired_after_the_window() -> None:
 def test_unknown_node_is_repaired_as_unreachable() -> None:
     node = _node_not_ready_since("Unknown", "2024-05-01T12:00:00Z")
     result = liveness.not_ready_repair(node, T0 + datetime.timedelta(minutes=11), DEFAULTS)
-    assert result is not None and result.delete_claim
+    assert result is not None and result.deletes_claim
     assert "unreachable" in result.events[0].message
 
 
@@ -1062,9 +1082,9 @@ def test_not_ready_repair_falls_back_to_node_creation_time() -> None:
     node["status"]["conditions"] = []
     created = datetime.datetime(2024, 5, 1, 12, 5, tzinfo=datetime.UTC)
     early = liveness.not_ready_repair(node, created + datetime.timedelta(minutes=9), DEFAULTS)
-    assert early is not None and not early.delete_claim
+    assert early is not None and not early.deletes_claim
     late = liveness.not_ready_repair(node, created + datetime.timedelta(minutes=10), DEFAULTS)
-    assert late is not None and late.delete_claim
+    assert late is not None and late.deletes_claim
     del node["metadata"]["creationTimestamp"]
     assert liveness.not_ready_repair(node, created + datetime.timedelta(days=1), DEFAULTS) is None
 

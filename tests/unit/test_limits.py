@@ -67,7 +67,8 @@ def node(ready: str) -> dict[str, Any]:
 
 
 def test_repair_pauses_only_when_many_nodes_are_unhealthy_at_once() -> None:
-    assert limits.repair_paused([node("False")]) == (False, 1, 1)  # a single sick node is repaired
-    assert limits.repair_paused([node("False")] + [node("True")] * 9)[0] is False
-    assert limits.repair_paused([node("Unknown")] * 2 + [node("True")] * 3)[0] is True  # 40%
-    assert limits.repair_paused([node("Unknown")] * 10)[0] is True  # an outage: keep the nodes
+    single = limits.repair_brake([node("False")])
+    assert (single.paused, single.unhealthy, single.total) == (False, 1, 1)  # a single sick node is repaired
+    assert limits.repair_brake([node("False")] + [node("True")] * 9).paused is False
+    assert limits.repair_brake([node("Unknown")] * 2 + [node("True")] * 3).paused is True  # 40%
+    assert limits.repair_brake([node("Unknown")] * 10).paused is True  # an outage: keep the nodes

@@ -124,6 +124,23 @@ def test_leader_election_timings_must_be_ordered() -> None:
     assert relaxed.leader_elect is False
 
 
+@pytest.mark.parametrize(
+    ("retry", "renew", "lease"), [("2", "10", "11"), ("2", "10", "12"), ("5", "10", "15")]
+)
+def test_a_leader_must_stop_before_a_standby_may_take_over(retry: str, renew: str, lease: str) -> None:
+    """A leader that cannot renew stops renew seconds after its last renewal, noticed up to one retry
+    period late; a standby takes over lease seconds after it. retry + renew must be below lease."""
+    env = {
+        "LEADER_ELECTION_RETRY_SECONDS": retry,
+        "LEADER_ELECTION_RENEW_SECONDS": renew,
+        "LEADER_ELECTION_LEASE_SECONDS": lease,
+    }
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env(env)
+    assert "LEADER_ELECTION_RETRY_SECONDS + LEADER_ELECTION_RENEW_SECONDS" in str(e.value)
+    Settings.from_env({**env, "LEADER_ELECTION_LEASE_SECONDS": str(float(retry) + float(renew) + 0.5)})
+
+
 def test_retry_cap_below_base_is_rejected() -> None:
     with pytest.raises(SettingsError) as e:
         Settings.from_env({"CAPACITY_RETRY_BASE_SECONDS": "60", "CAPACITY_RETRY_MAX_SECONDS": "30"})

@@ -368,7 +368,7 @@ def test_a_machine_and_a_nodeclaim_with_one_name_do_not_orphan_each_others_pool(
 
 
 def test_only_a_node_carrying_the_claims_owner_reference_is_its_own() -> None:
-    from provisioner.lifecycle.registration import find_owned_node
+    from provisioner.lifecycle.registration import owned_by
 
     c = claim("nodepool1", "u-1")
     system = {
@@ -378,12 +378,13 @@ def test_only_a_node_carrying_the_claims_owner_reference_is_its_own() -> None:
         }
     }
     mine = {"metadata": {"name": "aks-x", "ownerReferences": [{"uid": "u-1", "kind": "NodeClaim"}]}}
-    assert find_owned_node([system], c) is None
-    assert find_owned_node([system, mine], c) is mine
+    assert not owned_by(system, c)
+    assert owned_by(mine, c)
 
 
 def test_a_replaced_node_of_the_claim_is_released() -> None:
     from provisioner.lifecycle.registration import replaced_nodes
+    from provisioner.lifecycle.result import ReleaseNode
 
     c = claim("ws1", "u-1")
 
@@ -398,5 +399,5 @@ def test_a_replaced_node_of_the_claim_is_released() -> None:
         return {"metadata": meta}
 
     old, new, foreign = node("old", True), node("new", False), node("other", True, owner="u-2")
-    assert replaced_nodes([old, new, foreign], c, "new") == [old]
-    assert replaced_nodes([old], c, "old") == []  # the claim's own node deleting: the claim goes instead
+    assert replaced_nodes([old, new, foreign], c, "new") == (ReleaseNode("old"),)
+    assert replaced_nodes([old], c, "old") == ()  # the claim's own node deleting: the claim goes instead

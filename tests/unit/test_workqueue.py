@@ -1,4 +1,4 @@
-"""The keyed work queue: dedup, per-key serialization, delayed requeue, dirty re-run."""
+"""The keyed work queue: dedup, per-key serialization, delayed requeue, dirty re-run, failure backoff."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from provisioner.workqueue import WorkQueue
+from provisioner.workqueue import Backoff, Outcome, TokenBucket, WorkQueue
 
-Handler = Callable[[str], Awaitable[float | None]]
+Handler = Callable[[str], Awaitable[Outcome]]
 
 
 @dataclass
@@ -29,7 +29,10 @@ class Recorder:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     fail: set[str] = field(default_factory=set)
 
-    async def __call__(self, key: str) -> float | None:
+    #: key -> outcomes to return (failures among them), in order.
+    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
+
+    async def __call__(self, key: str) -> Outcome:
         if key in self.running:
             self.overlaps.append(key)
         self.running.add(key)
@@ -45,8 +48,11 @@ class Recorder:
             await asyncio.sleep(0)
             if key in self.fail:
                 raise RuntimeError(f"boom {key}")
+            scripted = self.outcomes.get(key)
+            if scripted:
+                return scripted.pop(0)
             queue = self.again.get(key)
-            return queue.pop(0) if queue else None
+            return Outcome(requeue_after=queue.pop(0) if queue else None)
         finally:
             self.running.discard(key)
             self.concurrency -= 1
@@ -165,11 +171,11 @@ async def test_handler_delay_requeues_the_key(
     q = make_queue(recorder)
     q.start()
     q.add("a")
-    await eventually(lambda: q.scheduled == 1)
+    await eventually(lambda: len(q.scheduled()) == 1)
     assert recorder.count("a") == 1
     await eventually(lambda: recorder.count("a") == 2)
     await settle(q)
-    assert q.scheduled == 0
+    assert len(q.scheduled()) == 0
 
 
 async def test_add_after_earliest_schedule_wins(
@@ -181,7 +187,7 @@ async def test_add_after_earliest_schedule_wins(
     q.add_after("a", 0.5)
     q.add_after("a", 0.05)
     q.add_after("a", 2.0)  # later than what is scheduled: ignored
-    assert q.scheduled == 1
+    assert len(q.scheduled()) == 1
     await asyncio.sleep(0.15)
     assert recorder.count("a") == 1
     assert 0.04 <= recorder.started["a"] - t0 < 0.4
@@ -195,7 +201,7 @@ async def test_add_after_zero_is_an_add(
     q = make_queue(recorder)
     q.add_after("a", 0)
     q.add_after("b", -3)
-    assert len(q) == 2 and q.scheduled == 0
+    assert len(q) == 2 and len(q.scheduled()) == 0
     q.start()
     await settle(q)
     assert sorted(recorder.calls) == ["a", "b"]
@@ -208,7 +214,7 @@ async def test_add_replaces_a_pending_schedule(
     q.start()
     q.add_after("a", 0.1)
     q.add("a")
-    assert q.scheduled == 0
+    assert len(q.scheduled()) == 0
     await asyncio.sleep(0.25)
     assert recorder.count("a") == 1
 
@@ -222,7 +228,7 @@ async def test_forget_drops_a_scheduled_run(
     q.add_after("b", 0.05)
     q.forget("a")
     q.forget("never-added")
-    assert q.scheduled == 1
+    assert len(q.scheduled()) == 1
     await asyncio.sleep(0.15)
     assert recorder.calls == ["b"]
 
@@ -238,7 +244,7 @@ async def test_failing_handler_is_retried_later(
     await settle(q)
     assert recorder.count("a") == 1
     assert recorder.count("b") == 1  # one failing key does not stop the workers
-    assert q.scheduled == 1  # a's retry
+    assert len(q.scheduled()) == 1  # a's retry
 
 
 async def test_dirty_rerun_wins_over_handler_delay(
@@ -256,7 +262,7 @@ async def test_dirty_rerun_wins_over_handler_delay(
     gate.set()
     await settle(q)
     assert recorder.count("a") == 2
-    assert q.scheduled == 0
+    assert len(q.scheduled()) == 0
 
 
 async def test_add_after_while_running_runs_once_afterwards(
@@ -287,6 +293,84 @@ async def test_stop_cancels_timers_and_workers(recorder: Recorder) -> None:
     q.add_after("b", 0.05)
     await asyncio.wait_for(recorder.entered.wait(), 1)
     await asyncio.wait_for(q.stop(), 1)
-    assert q.scheduled == 0
+    assert len(q.scheduled()) == 0
     await asyncio.sleep(0.1)
     assert recorder.calls == ["a"]
+
+
+# -------------------------------------------------------------------------------- failure backoff
+
+
+def test_backoff_doubles_from_half_a_second_to_its_cap_and_resets() -> None:
+    b: Backoff[str] = Backoff(cap=300.0)
+    delays = [b.next("a") for _ in range(12)]
+    assert delays[:5] == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert delays[-1] == 300.0 and max(delays) == 300.0
+    assert b.next("other") == 0.5  # per key
+    b.reset("a")
+    assert b.next("a") == 0.5
+
+
+def test_backoff_never_retries_before_the_retry_after() -> None:
+    b: Backoff[str] = Backoff(cap=300.0)
+    assert b.next("a", floor=30.0) == 30.0
+    assert b.next("a", floor=30.0) == 30.0
+    for _ in range(5):
+        b.next("a", floor=30.0)
+    assert b.next("a", floor=30.0) == 64.0  # the backoff outgrew the hint
+    assert Backoff[str](cap=10.0).next("a", floor=600.0) == 10.0  # the cap bounds any hint
+
+
+def test_token_bucket_caps_the_retry_rate_over_all_keys() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10.0, burst=3, clock=lambda: now[0])
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.reserve() == pytest.approx(0.1)
+    assert bucket.reserve() == pytest.approx(0.2)
+    now[0] = 10.0
+    assert bucket.reserve() == 0.0
+
+
+async def test_a_failing_key_backs_off_exponentially_and_success_resets_it(
+    recorder: Recorder, make_queue: Callable[..., WorkQueue[str]]
+) -> None:
+    recorder.outcomes["a"] = [Outcome(failed=True), Outcome(failed=True), Outcome(failed=True), Outcome()]
+    q = make_queue(recorder)
+    q.start()
+    q.add("a")
+    delays = []
+    for _ in range(3):
+        await eventually(lambda: len(q.scheduled()) == 1 and len(q) == 0)
+        delays.append(q.due_in("a"))
+        q.run_now("a")
+    await settle(q)
+    assert recorder.count("a") == 4
+    assert [round(d or 0, 1) for d in delays] == [0.5, 1.0, 2.0]
+    assert q.backoff.failures("a") == 0
+
+
+async def test_adds_during_a_backoff_do_not_cut_it_short(
+    recorder: Recorder, make_queue: Callable[..., WorkQueue[str]]
+) -> None:
+    recorder.outcomes["a"] = [Outcome(failed=True, retry_after=30.0)]
+    q = make_queue(recorder)
+    q.start()
+    q.add("a")
+    await eventually(lambda: len(q.scheduled()) == 1 and len(q) == 0)
+    for _ in range(5):
+        q.add("a")  # watch events for the key keep coming
+    await asyncio.sleep(0.05)
+    assert recorder.count("a") == 1
+    assert 29.0 < (q.due_in("a") or 0) <= 30.0
+
+
+async def test_an_unexpected_exception_is_a_failure_with_backoff(
+    recorder: Recorder, make_queue: Callable[..., WorkQueue[str]]
+) -> None:
+    recorder.fail.add("a")
+    q = make_queue(recorder)
+    q.start()
+    q.add("a")
+    await settle(q)
+    assert q.backoff.failures("a") == 1
+    assert 0 < (q.due_in("a") or 0) <= 0.5

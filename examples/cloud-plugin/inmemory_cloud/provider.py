@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from provisioner.cloud import (
     GPU_RESOURCE,
@@ -128,6 +129,15 @@ class InMemoryCloud:
             return claim_name
         return "c" + hashlib.sha256(claim_name.encode()).hexdigest()[:16]
 
+    def instance_of_node(self, node: Mapping[str, Any]) -> str | None:
+        """Which instance a Node runs on: the last part of its ``inmemory:///<cluster>/<zone>/<name>``
+        providerID (a Node of another cloud, or of another cluster, is none of ours)."""
+        provider_id = str((node.get("spec") or {}).get("providerID") or "")
+        prefix = f"inmemory:///{self.cluster}/"
+        if not provider_id.startswith(prefix):
+            return None
+        return provider_id[len(prefix) :].rpartition("/")[2] or None
+
     async def create(self, request: InstanceRequest) -> Instance:
         """Start a create and return at once; adopt what already exists for the same claim."""
         self._admit()
@@ -195,8 +205,9 @@ class InMemoryCloud:
         self._admit()
         return [self._snapshot(r) for r in self._live_records() if r.instance.managed]
 
-    async def delete(self, name: str) -> None:
-        """Start deleting; missing or already deleting counts as done."""
+    async def delete(self, name: str, *, version: str | None = None) -> None:
+        """Start deleting; missing or already deleting counts as done. (This cloud keeps no
+        versions, so ``version`` — for clouds with ETags — has nothing to guard.)"""
         self._admit()
         record = self._live(name)
         if record is not None and record.deleting_since is None:

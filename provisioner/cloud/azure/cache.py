@@ -16,7 +16,8 @@ class TtlValue(Generic[_T]):
     """One value loaded on demand and reused for ``ttl`` seconds.
 
     Concurrent callers share a single load (one ARM call however many claims ask at once). A failed
-    load is not cached.
+    load is not cached, and neither is one that was under way when ``invalidate`` was called: what
+    it read may predate the change that made the caller invalidate.
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class TtlValue(Generic[_T]):
         self._value: _T | None = None
         self._loaded_at: float | None = None
         self._lock = asyncio.Lock()
+        self._generation = 0
 
     @property
     def age(self) -> float | None:
@@ -41,6 +43,7 @@ class TtlValue(Generic[_T]):
     def invalidate(self) -> None:
         self._loaded_at = None
         self._value = None
+        self._generation += 1
 
     def peek(self) -> _T | None:
         """The cached value, fresh or not, without loading."""
@@ -61,9 +64,11 @@ class TtlValue(Generic[_T]):
             age = self.age
             if age is not None and age < limit and self._value is not None:
                 return self._value
+            generation = self._generation
             value = await self._loader()
-            self._value = value
-            self._loaded_at = self._clock()
+            if generation == self._generation:
+                self._value = value
+                self._loaded_at = self._clock()
             return value
 
 

@@ -41,13 +41,7 @@ LABEL_ZONE = "topology.kubernetes.io/zone"
 LABEL_REGION = "topology.kubernetes.io/region"
 LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
 LABEL_AGENTPOOL = "kubernetes.azure.com/agentpool"
-LABEL_PROVISIONER_NAME = "karpenter.sh/provisioner-name"
-LABEL_NODEPOOL = "karpenter.sh/nodepool"
 LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
-
-DIALECT_MACHINE = "machine.v1alpha5"
-DIALECT_NODECLAIM = "nodeclaim.v1"
-DEFAULT_NODEPOOL = "default"
 
 #: Prefixes AKS reserves for itself (its "Reserved prefixes" list); pools carrying them are refused.
 AKS_RESERVED_PREFIXES = ("kubernetes.azure.com/",)
@@ -139,21 +133,10 @@ def filter_node_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[
     return kept, dropped
 
 
-def provisioner_labels(request: InstanceRequest, is_gpu: bool) -> dict[str, str]:
-    """The labels Karpenter/Kaito expect on the node besides the claim's own."""
-    labels: dict[str, str] = {}
-    nodepool = request.nodepool or DEFAULT_NODEPOOL
-    if request.dialect == DIALECT_MACHINE:
-        labels[LABEL_PROVISIONER_NAME] = nodepool
-    elif request.dialect == DIALECT_NODECLAIM:
-        labels[LABEL_NODEPOOL] = nodepool
-    labels[LABEL_MACHINE_TYPE] = "gpu" if is_gpu else "cpu"
-    return labels
-
-
 def node_labels(request: InstanceRequest, is_gpu: bool) -> tuple[dict[str, str], list[DroppedLabel]]:
-    """Claim labels plus provisioner labels (the claim's own values win), filtered for AKS."""
-    merged = {**provisioner_labels(request, is_gpu), **request.labels}
+    """The request's labels plus ``kaito.sh/machine-type`` (gpu/cpu, as the Go provisioner sets it;
+    the request's own value wins), filtered for AKS."""
+    merged = {LABEL_MACHINE_TYPE: "gpu" if is_gpu else "cpu", **request.labels}
     return filter_node_labels(merged)
 
 
@@ -454,4 +437,6 @@ def instance_from_pool(
         image_id=(props.node_image_version if props else None) or None,
         tags=dict(props.tags or {}) if props else {},
         failure=failure,
+        node_labels=dict(props.node_labels or {}) if props else {},
+        version=(props.e_tag if props else None) or None,
     )

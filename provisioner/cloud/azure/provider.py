@@ -4,15 +4,24 @@ Every method is non-blocking with respect to Azure's long-running operations: ``
 PUT and returns (state ``creating``), ``delete`` sends the DELETE and returns; progress and failures
 are read back with GET (``provisioningState``, ``status.provisioningError``) on later calls. The
 in-flight state lives in Azure, so a restarted controller finds and adopts it.
+
+Calls made for a reconcile (``create``, ``get``, ``delete``, ``adopt``, ``quota_allows``, and the
+SKU and usage reads they need) make exactly one attempt, with azure-core's own retries off: a
+throttled or failing call comes back as ``Throttled`` (with Retry-After) or ``Transient`` at once,
+and the controller's work queue retries the claim with backoff instead of a worker sleeping.
+Only the agent pool listing (garbage collection, readiness) retries here.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
+import re
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.containerservice.aio import ContainerServiceClient
@@ -30,6 +39,7 @@ from provisioner.cloud.azure.skus import SkuFacts, UnavailableOfferings, index_s
 from provisioner.cloud.errors import (
     ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
+    InstanceConflict,
     InsufficientCapacity,
     InvalidSpec,
     NotFound,
@@ -38,6 +48,7 @@ from provisioner.cloud.errors import (
 from provisioner.cloud.provider import ProviderContext
 from provisioner.cloud.types import (
     MANAGED_BY_VALUE,
+    TAG_CLAIM_NAME,
     TAG_CLAIM_UID,
     TAG_MANAGED_BY,
     CapacityType,
@@ -49,7 +60,12 @@ from provisioner.cloud.types import (
 
 log = logging.getLogger(__name__)
 
-#: Text Kaito looks for; also the start of our "every candidate failed" message.
+#: azure-core options for a call made in a reconcile: no retry of its own (the work queue retries).
+ONE_ATTEMPT: dict[str, Any] = {"retry_total": 0}
+#: Labels AKS puts on every node of a pool, naming it.
+POOL_LABELS = ("kubernetes.azure.com/agentpool", "agentpool")
+#: An AKS node's providerID names its scale set ``aks-<pool>-<digits>-vmss``.
+_VMSS_IN_PROVIDER_ID = re.compile(r"/virtualMachineScaleSets/aks-(?P<pool>[a-z0-9]+)-\d+-vmss/", re.I)
 
 
 class AzureCloud:
@@ -110,9 +126,21 @@ class AzureCloud:
         """The agent pool name used for a claim (the claim name, or a stable hash of it)."""
         return mapping.instance_name(claim_name)
 
-    def provider_id_prefix(self, name: str) -> str:
-        """What a node of pool ``name`` has at the start of its providerID (the VMSS suffix is unknown)."""
-        return mapping.provider_id_prefix(self.settings, name)
+    def instance_of_node(self, node: Mapping[str, Any]) -> str | None:
+        """The agent pool a Node belongs to: its agent-pool label, if its providerID (when it has
+        one yet) names a scale set of that pool in this cluster's node resource group."""
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        pool = next((str(labels[k]) for k in POOL_LABELS if labels.get(k)), None)
+        if pool is None:
+            return None
+        provider_id = str((node.get("spec") or {}).get("providerID") or "")
+        if provider_id:
+            if not provider_id.lower().startswith(mapping.provider_id_prefix(self.settings, pool).lower()):
+                return None
+            m = _VMSS_IN_PROVIDER_ID.search(provider_id)
+            if m is None or m.group("pool").lower() != pool.lower():
+                return None
+        return pool
 
     def warnings(self, request: InstanceRequest) -> tuple[str, ...]:
         """What of ``request`` will not reach the node as asked (dropped labels, tags, disk size)."""
@@ -130,7 +158,7 @@ class AzureCloud:
         name = mapping.instance_name(request.name)
         existing = await self._get_pool(name)
         if existing is not None:
-            return await self._adopt(existing, request)
+            return await self._existing(existing, request)
         return await self._create_new(name, request)
 
     async def get(self, name: str) -> Instance:
@@ -150,24 +178,43 @@ class AzureCloud:
                 out.append(await self._instance(pool))
         return out
 
-    async def delete(self, name: str) -> None:
-        pool = await self._get_pool(name)
-        if pool is None:
-            return
-        tags = (pool.properties.tags if pool.properties else None) or {}
-        if tags.get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
-            # Never delete a pool we did not create (e.g. a claim named like a system pool).
-            log.warning("not deleting agent pool %s: it is not managed by gpu-provisioner", name)
-            return
-        if _state(pool) == InstanceState.DELETING:
-            return
+    async def delete(self, name: str, *, version: str | None = None) -> None:
+        """Start deleting pool ``name``.
+
+        With ``version`` (the ETag of a snapshot the caller read and judged ours to delete: GC from
+        its listing, termination from its GET) it is one DELETE with ``If-Match``. Without it, the
+        pool is read first and deleted only if tagged as ours: an unversioned delete never removes a
+        pool we did not create (e.g. a claim named like a system pool).
+        """
         s = self.settings
+        if not version:
+            pool = await self._get_pool(name)
+            if pool is None:
+                return
+            tags = (pool.properties.tags if pool.properties else None) or {}
+            if tags.get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
+                log.warning("not deleting agent pool %s: it is not managed by gpu-provisioner", name)
+                return
+            if _state(pool) == InstanceState.DELETING:
+                return
+            version = (pool.properties.e_tag if pool.properties else None) or None
+        guard: dict[str, Any] = {}
+        if version:
+            guard = {"etag": version, "match_condition": MatchConditions.IfNotModified}
         try:
-            await self._aks.agent_pools.begin_delete(s.resource_group, s.cluster_name, name, polling=False)
+            await self._aks.agent_pools.begin_delete(
+                s.resource_group, s.cluster_name, name, polling=False, **guard, **ONE_ATTEMPT
+            )
         except Exception as e:
             err = from_exception(e, retry_after_cap=s.retry_after_max_seconds)
             if isinstance(err, NotFound):
                 return
+            if err.code == "PreconditionFailed":
+                if await self._get_pool(name) is None:
+                    return  # gone meanwhile (If-Match fails on a missing pool too)
+                raise Transient(
+                    f"agent pool {name} changed since it was read; not deleted", "PreconditionFailed"
+                ) from e
             if err.code == "OperationNotAllowed":
                 # Another operation runs on the pool: fine if it is a delete, else "still working"
                 # (AKS refuses a delete while the create runs; the caller retries with backoff).
@@ -182,6 +229,55 @@ class AzureCloud:
     async def instance_types(self) -> builtins.list[InstanceType]:
         skus = await self._skus.get()
         return [to_instance_type(f, self.settings.location, self.unavailable) for f in skus.values()]
+
+    async def adopt(self, instance: Instance, claim_name: str, claim_uid: str) -> Instance:
+        """Put our tags on a predecessor's pool: the pool as read, PUT back with the tags added,
+        only if its ETag still is ``instance.version`` (AKS updates tags in place)."""
+        s = self.settings
+        pool = await self._get_pool(instance.name)
+        if pool is None:
+            raise NotFound(f"agent pool {instance.name!r} not found in cluster {s.cluster_name}", "NotFound")
+        props = pool.properties
+        if props is None:
+            raise Transient(f"agent pool {instance.name} has no properties", "MalformedResponse")
+        props.tags = {
+            **(props.tags or {}),
+            TAG_MANAGED_BY: MANAGED_BY_VALUE,
+            TAG_CLAIM_NAME: claim_name,
+            TAG_CLAIM_UID: claim_uid,
+            mapping.TAG_CLUSTER: s.cluster_name,
+        }
+        guard: dict[str, Any] = {}
+        if instance.version:
+            guard = {"etag": instance.version, "match_condition": MatchConditions.IfNotModified}
+        log.info("adopting agent pool %s for claim %s (adding our tags)", instance.name, claim_name)
+        try:
+            poller = await self._aks.agent_pools.begin_create_or_update(
+                s.resource_group, s.cluster_name, instance.name, pool, polling=False, **guard, **ONE_ATTEMPT
+            )
+        except Exception as e:
+            raise from_exception(e, retry_after_cap=s.retry_after_max_seconds) from e
+        finally:
+            self._pools.invalidate()
+        try:
+            updated: AgentPool | None = await poller.result()
+        except Exception:
+            updated = None
+        return await self._instance(updated if updated is not None and updated.properties else pool)
+
+    async def quota_allows(self, instance_types: Sequence[str], capacity_type: CapacityType) -> bool:
+        """Whether any of ``instance_types`` fits the vCPU quota now (the shared, cached reading)."""
+        if not self.settings.quota_preflight:
+            return True
+        skus = await self._skus.get()
+        spot = capacity_type == CapacityType.SPOT
+        for name in instance_types:
+            facts = skus.get(name.lower())
+            if facts is not None and await self._quota.allows(
+                facts.family, facts.vcpus, spot=spot, vm_size=facts.name
+            ):
+                return True
+        return False
 
     async def check(self) -> tuple[bool, str]:
         """Readiness: a token can be obtained and the cluster's agent pools can be listed."""
@@ -211,14 +307,17 @@ class AzureCloud:
 
     # --- create ------------------------------------------------------------------------------
 
-    async def _adopt(self, pool: AgentPool, request: InstanceRequest) -> Instance:
+    async def _existing(self, pool: AgentPool, request: InstanceRequest) -> Instance:
+        """A create found a pool of that name: ours for this claim (a restart, or a create that
+        is already under way) is returned as it is."""
         name = pool.name or mapping.instance_name(request.name)
         tags = (pool.properties.tags if pool.properties else None) or {}
         if tags.get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
-            raise InvalidSpec(
+            raise InstanceConflict(
                 f"agent pool {name!r} already exists in cluster {self.settings.cluster_name} and is not managed "
                 "by gpu-provisioner; rename the claim",
                 "PoolNameConflict",
+                instance=await self._instance(pool),
             )
         if tags.get(TAG_CLAIM_UID) != request.claim_uid:
             raise Transient(
@@ -249,7 +348,9 @@ class AzureCloud:
                 continue
             if s.quota_preflight:
                 try:
-                    await self._quota.check(facts.family, facts.vcpus, spot=spot, vm_size=facts.name)
+                    await self._quota.check(
+                        facts.family, facts.vcpus, spot=spot, vm_size=facts.name, pool=name
+                    )
                 except InsufficientCapacity as e:
                     log.info("skipping %s for %s: %s", facts.name, name, e)
                     failures.append((facts.name, e))
@@ -257,21 +358,25 @@ class AzureCloud:
             spec = mapping.build_pool(request, s, facts.name, facts, zones)
             try:
                 pool = await self._put(spec)
-            except InsufficientCapacity as e:
-                self._remember_capacity_error(facts.name, zones, e)
-                e.instance_type = e.instance_type or facts.name
-                failures.append((facts.name, e))
+            except CloudError as e:
+                self._quota.release(name)  # nothing was created: the vCPUs are free again
+                if not isinstance(e, InsufficientCapacity | Transient):
+                    raise
+                failure = e
+            else:
+                return await self._instance(pool, facts)
+            if isinstance(failure, InsufficientCapacity):
+                self._remember_capacity_error(facts.name, zones, failure)
+                failure.instance_type = failure.instance_type or facts.name
+                failures.append((facts.name, failure))
                 continue
-            except Transient as e:
-                if e.code != "OperationNotAllowed":
-                    raise
-                # Someone (another replica, an earlier attempt) is already creating it.
-                existing = await self._get_pool(name)
-                if existing is None:
-                    raise
-                return await self._adopt(existing, request)
-            self._quota.record_create(facts.family, facts.vcpus, spot=spot)
-            return await self._instance(pool, facts)
+            if failure.code != "OperationNotAllowed":
+                raise failure
+            # Someone (another replica, an earlier attempt) is already creating it.
+            existing = await self._get_pool(name)
+            if existing is None:
+                raise failure
+            return await self._existing(existing, request)
         raise _all_failed(failures)
 
     def _zones_for(
@@ -311,7 +416,12 @@ class AzureCloud:
         log.info("creating agent pool %s (%s, zones %s)", spec.name, spec.vm_size, list(spec.zones) or "any")
         try:
             poller = await self._aks.agent_pools.begin_create_or_update(
-                s.resource_group, s.cluster_name, spec.name, AgentPool(spec.body), polling=False
+                s.resource_group,
+                s.cluster_name,
+                spec.name,
+                AgentPool(spec.body),
+                polling=False,
+                **ONE_ATTEMPT,
             )
         except Exception as e:
             raise from_exception(e, retry_after_cap=s.retry_after_max_seconds) from e
@@ -343,12 +453,15 @@ class AzureCloud:
     async def _get_pool(self, name: str) -> AgentPool | None:
         s = self.settings
         try:
-            return await self._read(
-                f"get agent pool {name}",
-                lambda: self._aks.agent_pools.get(s.resource_group, s.cluster_name, name),
+            pool: AgentPool = await self._aks.agent_pools.get(
+                s.resource_group, s.cluster_name, name, **ONE_ATTEMPT
             )
-        except NotFound:
-            return None
+        except Exception as e:
+            err = from_exception(e, retry_after_cap=s.retry_after_max_seconds)
+            if isinstance(err, NotFound):
+                return None
+            raise err from e
+        return pool
 
     async def _load_pools(self) -> builtins.list[AgentPool]:
         s = self.settings
@@ -361,19 +474,22 @@ class AzureCloud:
     async def _load_skus(self) -> dict[str, SkuFacts]:
         loc = self.settings.location
 
-        async def collect() -> dict[str, SkuFacts]:
-            entries = [e async for e in self._compute.resource_skus.list(filter=f"location eq '{loc}'")]
-            return index_skus(entries, loc)
-
-        return await self._read("list resource SKUs", collect)
+        try:
+            entries = [
+                e
+                async for e in self._compute.resource_skus.list(filter=f"location eq '{loc}'", **ONE_ATTEMPT)
+            ]
+        except Exception as e:
+            raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
+        return index_skus(entries, loc)
 
     async def _load_usages(self) -> dict[str, UsageLimit]:
         loc = self.settings.location
 
-        async def collect() -> dict[str, UsageLimit]:
-            return index_usages([u async for u in self._compute.usage.list(loc)])
-
-        return await self._read("list compute usages", collect)
+        try:
+            return index_usages([u async for u in self._compute.usage.list(loc, **ONE_ATTEMPT)])
+        except Exception as e:
+            raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
 
     async def _sku_facts(self, vm_size: str) -> SkuFacts | None:
         try:
@@ -390,7 +506,10 @@ class AzureCloud:
         failure = mapping.pool_failure(pool)
         if isinstance(failure, InsufficientCapacity) and props is not None:
             self._remember_capacity_error(vm_size, tuple(props.availability_zones or ()), failure)
-        return mapping.instance_from_pool(pool, self.settings.location, facts, failure)
+        instance = mapping.instance_from_pool(pool, self.settings.location, facts, failure)
+        if instance.state != InstanceState.CREATING:
+            self._quota.release(instance.name)  # the usage listing shows a settled pool itself
+        return instance
 
 
 def _state(pool: AgentPool) -> InstanceState:

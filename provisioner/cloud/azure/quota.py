@@ -65,13 +65,33 @@ def shortfall(
     return None
 
 
+#: A pending create is counted until its pool is seen settled, or at most this long.
+PENDING_MAX_SECONDS = 600.0
+#: A "fits" answer from a listing older than this is re-read first when the create would leave
+#: less than one more such VM of room.
+NARROW_FIT_MAX_AGE = 2.0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    pool: str
+    quotas: tuple[str, ...]
+    vcpus: int
+    at: float
+
+
 class QuotaChecker:
-    """Cached compute usages of one region.
+    """Cached compute usages of one region, plus the creates we sent that it may not show yet.
 
     The listing is reused for ``ttl`` seconds. An answer of "short" is re-read when the cache is
     older than ``recheck`` seconds, so a raised limit is noticed on the next attempt rather than
-    after the whole ``ttl``; our own successful creates are added to the cached usage so concurrent
-    claims do not all pass on the same stale numbers.
+    after the whole ``ttl``; an answer of "fits, narrowly" (no room for one more such VM after this
+    one) is re-read when older than a couple of seconds, so a lowered limit costs no rejected PUT.
+
+    Every create that passes is reserved at once, with no await between the check and the
+    reservation: concurrent launches see each other's vCPUs, not the same stale free count. A
+    reservation counts until its pool is seen running, failed or gone (``settle``), or for
+    ``PENDING_MAX_SECONDS``; a create the cloud refused is released.
     """
 
     def __init__(
@@ -86,28 +106,58 @@ class QuotaChecker:
         self._cache: TtlValue[dict[str, UsageLimit]] = TtlValue(loader, ttl, clock)
         self._recheck = recheck
         self._location = location
+        self._clock = clock
+        self._pending: dict[str, _Pending] = {}
 
-    async def check(self, family: str, vcpus: int, *, spot: bool, vm_size: str) -> None:
-        """Raise ``InsufficientCapacity`` naming the quota, vCPUs needed and free when short."""
-        usages = await self._cache.get()
+    def _with_pending(self, usages: Mapping[str, UsageLimit]) -> dict[str, UsageLimit]:
+        now = self._clock()
+        for pool, p in list(self._pending.items()):
+            if now - p.at > PENDING_MAX_SECONDS:
+                del self._pending[pool]
+        out = dict(usages)
+        for p in self._pending.values():
+            for name in p.quotas:
+                u = out.get(name)
+                if u is not None:
+                    out[name] = replace(u, current=u.current + p.vcpus)
+        return out
+
+    async def _short(
+        self, family: str, vcpus: int, *, spot: bool, vm_size: str, max_age: float | None = None
+    ) -> tuple[InsufficientCapacity | None, bool]:
+        """(the shortfall if any, whether it fits only narrowly) by a listing at most ``max_age`` old."""
+        usages = self._with_pending(await self._cache.get(max_age=max_age))
         short = shortfall(usages, family, vcpus, spot=spot, location=self._location, vm_size=vm_size)
-        if short is not None and (self._cache.age or 0) >= self._recheck:
-            usages = await self._cache.get(max_age=0)
-            short = shortfall(usages, family, vcpus, spot=spot, location=self._location, vm_size=vm_size)
+        narrow = (
+            short is None
+            and shortfall(usages, family, 2 * vcpus, spot=spot, location=self._location, vm_size=vm_size)
+            is not None
+        )
+        return short, narrow
+
+    async def check(
+        self, family: str, vcpus: int, *, spot: bool, vm_size: str, pool: str | None = None
+    ) -> None:
+        """Raise ``InsufficientCapacity`` naming the quota, vCPUs needed and free when short; else
+        reserve the vCPUs for ``pool`` (when given) until it settles."""
+        short, narrow = await self._short(family, vcpus, spot=spot, vm_size=vm_size)
+        age = self._cache.age or 0
+        if (short is not None and age >= self._recheck) or (narrow and age >= NARROW_FIT_MAX_AGE):
+            short, _ = await self._short(family, vcpus, spot=spot, vm_size=vm_size, max_age=0)
         if short is not None:
             raise short
+        if pool is not None:
+            names = [SPOT_VCPUS] if spot else [family, REGIONAL_VCPUS]
+            self._pending[pool] = _Pending(pool, tuple(n.lower() for n in names if n), vcpus, self._clock())
 
-    def record_create(self, family: str, vcpus: int, *, spot: bool) -> None:
-        """Account for a pool we just created until the next listing shows it."""
-        usages = self._cache.peek()
-        if usages is None:
-            return
-        updated = dict(usages)
-        for name in [SPOT_VCPUS] if spot else [family, REGIONAL_VCPUS]:
-            u = updated.get(name.lower())
-            if u is not None:
-                updated[name.lower()] = replace(u, current=u.current + vcpus)
-        self._cache.update(updated)
+    async def allows(self, family: str, vcpus: int, *, spot: bool, vm_size: str) -> bool:
+        """Whether one more such VM fits, by a listing at most ``recheck`` seconds old (no reservation)."""
+        short, _ = await self._short(family, vcpus, spot=spot, vm_size=vm_size, max_age=self._recheck)
+        return short is None
+
+    def release(self, pool: str) -> None:
+        """The create for ``pool`` was refused, or its pool settled: stop counting it ourselves."""
+        self._pending.pop(pool, None)
 
     def invalidate(self) -> None:
         self._cache.invalidate()

@@ -123,7 +123,10 @@ class AzureSettings:
     )
     read_attempts: int = field(
         default=4,
-        metadata=_meta("AZURE_READ_ATTEMPTS", "Attempts for idempotent reads (GET, list) on our side."),
+        metadata=_meta(
+            "AZURE_READ_ATTEMPTS",
+            "Attempts for background reads (the agent pool listing of GC and readiness); reconciles make one.",
+        ),
     )
     retry_backoff_seconds: float = field(
         default=0.5, metadata=_meta("AZURE_RETRY_BACKOFF_SECONDS", "First backoff between read attempts.")

@@ -1,0 +1,112 @@
+"""Claim termination (the claim's ``karpenter.sh/termination`` finalizer).
+
+Every Node the claim owns is drained and deleted (a surge upgrade can leave two), then the
+instance is deleted — with one cloud call per reconcile, the claim looked at again until the cloud
+says it is gone — then the Nodes and the claim are released. ``InstanceTerminating`` is reported
+only once the cloud accepted the delete; a refusal is a Warning event with the cloud's code.
+An instance that is not ours is never deleted, and never silently: a Warning event names it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from provisioner.claims.conditions import set_condition
+from provisioner.claims.dialects import dialect_of
+from provisioner.claims.model import TERMINATION_FINALIZER, Claim
+from provisioner.cloud.errors import CloudError, NotFound, Throttled
+from provisioner.cloud.types import InstanceState
+from provisioner.lifecycle import registration, termination
+from provisioner.ownership import InstanceOwnership
+from provisioner.reconcile.apply import Applier
+from provisioner.reconcile.context import Context
+from provisioner.termination.drainer import Drainer
+from provisioner.workqueue import DONE, Outcome
+
+logger = logging.getLogger(__name__)
+
+FOREIGN_INSTANCE = (
+    "it is not tagged as gpu-provisioner's and its node labels do not show it was made for this claim"
+)
+
+
+class ClaimTermination:
+    def __init__(
+        self, ctx: Context, applier: Applier, drainer: Drainer, on_terminated: Callable[[Claim], None]
+    ) -> None:
+        self.ctx = ctx
+        self.applier = applier
+        self.drainer = drainer
+        self.on_terminated = on_terminated
+
+    async def reconcile(self, claim: Claim) -> Outcome:
+        if TERMINATION_FINALIZER not in claim.finalizers:
+            return DONE
+        ctx = self.ctx
+        nodes = ctx.store.nodes_owned_by(claim.uid)
+        deadline = termination.claim_deadline(claim, ctx.settings)
+        for node in nodes:
+            round_ = await self.drainer.drain(node, deadline)
+            await ctx.publish(claim, round_.events)
+            if not round_.done:
+                return Outcome(requeue_after=round_.requeue_after)
+        for node in nodes:
+            if not registration.deleting(node):
+                await self.applier.delete_node(str(node["metadata"]["name"]))
+        waiting = await self._delete_instance(claim)
+        if waiting is not None:
+            return waiting
+        for node in nodes:
+            await self.applier.release_node(str(node["metadata"]["name"]))
+            ctx.metrics.nodes_terminated.labels(ctx.pool_of(claim)).inc()
+        remaining = [f for f in claim.finalizers if f != TERMINATION_FINALIZER]
+        await self.applier.patch_claim(
+            claim, {"metadata": {"finalizers": remaining, "resourceVersion": claim.resource_version}}
+        )
+        ctx.metrics.claim(dialect_of(claim), "terminated", ctx.pool_of(claim))
+        self.on_terminated(claim)
+        return DONE
+
+    async def _delete_instance(self, claim: Claim) -> Outcome | None:
+        """None once the instance is gone (or not ours to delete); else when to look again."""
+        ctx = self.ctx
+        name = ctx.store.instance_of(claim)
+        try:
+            instance = await ctx.cloud_call("get", functools.partial(ctx.cloud.get, name))
+        except NotFound:
+            return None
+        verdict = ctx.ownership.instance(instance, claim, name)
+        if verdict == InstanceOwnership.OTHER_CLAIM:
+            return None  # the name now belongs to a newer claim's instance
+        if verdict == InstanceOwnership.FOREIGN:
+            await ctx.publish(claim, (termination.not_deleted(name, FOREIGN_INSTANCE),))
+            return None
+        if instance.state == InstanceState.CREATING:
+            return Outcome(requeue_after=self._poll(claim))  # the cloud refuses deletes during a create
+        if instance.state != InstanceState.DELETING:
+            try:
+                await ctx.cloud_call(
+                    "delete", functools.partial(ctx.cloud.delete, name, version=instance.version)
+                )
+            except NotFound:
+                return None
+            except CloudError as e:
+                await ctx.publish(claim, (termination.delete_refused(name, e),))
+                return Outcome(failed=True, retry_after=e.retry_after if isinstance(e, Throttled) else None)
+            await ctx.publish(claim, (termination.delete_started(name),))
+        condition = termination.instance_terminating(claim)
+        if condition is not None:
+            conditions = set_condition(claim.status.conditions, condition, ctx.clock())
+            await self.applier.write_status(claim, replace(claim.status, conditions=conditions))
+        return Outcome(requeue_after=self._poll(claim))
+
+    def _poll(self, claim: Claim) -> float:
+        """Check a deleting instance soon at first (fast deletes), then every DELETE_POLL_SECONDS."""
+        interval = self.ctx.settings.delete_poll_interval
+        if claim.deletion_timestamp is None:
+            return interval
+        age = (self.ctx.clock() - claim.deletion_timestamp).total_seconds()
+        return min(interval, max(1.0, age / 5))

@@ -1,0 +1,479 @@
+"""The claim reconciler, claim termination and Node termination against an in-memory API server and a
+scripted cloud: ownership, write economy and the races a live cluster produces."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from provisioner.claims.model import TERMINATION_FINALIZER
+from provisioner.cloud.errors import CloudError, InsufficientCapacity, Transient
+from provisioner.cloud.types import TAG_CLAIM_UID, TAG_MANAGED_BY, InstanceState
+from provisioner.kube import NODES, Resource
+from tests.unit.world import RESOURCES, World
+
+VOLUME_ATTACHMENTS = Resource("storage.k8s.io", "v1", "volumeattachments")
+A100 = "Standard_NC24ads_A100_v4"
+KAITO_TEXT = "all requested instance types were unavailable during launch"
+
+CONDITION_NAMES = {
+    "machine": ("MachineLaunched", "MachineRegistered", "MachineInitialized"),
+    "nodeclaim": ("Launched", "Registered", "Initialized"),
+}
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = World()
+    yield w
+    await w.close()
+
+
+async def make_ready(w: World, kind: str, name: str, **claim: Any) -> dict[str, Any]:
+    """Create a claim and take it to Ready (the instance runs, its node joins Ready)."""
+    w.add_claim(kind, name, instance_type=claim.pop("instance_type", A100), **claim)
+    await w.settle()
+    w.cloud.set_state(name, InstanceState.RUNNING)
+    node = w.join_node(name)
+    await w.settle()
+    assert w.conditions(kind, name)["Ready"]["status"] == "True", w.conditions(kind, name)
+    return w.node(node["metadata"]["name"]) or {}
+
+
+def go_provisioned(w: World, kind: str, name: str) -> str:
+    """A claim, its Node and its agent pool exactly as the Go gpu-provisioner leaves them: the claim
+    and Node with karpenter.sh/termination, the Node owned by the claim, the pool untagged."""
+    body = w.add_claim(kind, name, instance_type=A100)
+    meta = body["metadata"]
+    node_name = f"aks-{name}-12345678-vmss000000"
+    launched, registered, initialized = CONDITION_NAMES[kind]
+    conditions = [
+        {
+            "type": t,
+            "status": "True",
+            "reason": t,
+            "message": "",
+            "lastTransitionTime": "2026-04-01T10:00:00Z",
+        }
+        for t in (launched, registered, initialized, "Ready")
+    ]
+    if kind == "nodeclaim":
+        for c in conditions:
+            c["observedGeneration"] = 1
+    w.kube.put(
+        RESOURCES[kind],
+        {
+            **body,
+            "metadata": {**meta, "finalizers": [TERMINATION_FINALIZER]},
+            "status": {"nodeName": node_name, "conditions": conditions},
+        },
+    )
+    pool_labels = {k: v for k, v in meta["labels"].items()}
+    w.cloud.add(name, A100, tags={}, node_labels=pool_labels)
+    node = w.join_node(
+        name, labels={**pool_labels, "karpenter.sh/registered": "true", "karpenter.sh/initialized": "true"}
+    )
+    node["metadata"]["finalizers"] = [TERMINATION_FINALIZER]
+    node["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "name": name,
+            "uid": meta["uid"],
+            "blockOwnerDeletion": True,
+        }
+    ]
+    w.kube.put(NODES, node)
+    return node_name
+
+
+# ------------------------------------------------------------------------------- ownership
+
+
+@pytest.mark.parametrize("kind", ["machine", "nodeclaim"])
+async def test_a_predecessor_pool_is_adopted_then_deleted_with_its_claim(world: World, kind: str) -> None:
+    node = go_provisioned(world, kind, "wsgo0000001")
+    await world.settle()
+    assert "Adopted" in world.event_reasons("wsgo0000001")
+    pool = world.cloud.instances["wsgo0000001"]
+    assert pool.tags.get(TAG_MANAGED_BY) == "gpu-provisioner"
+    assert pool.tags.get(TAG_CLAIM_UID) == world.claim(kind, "wsgo0000001")["metadata"]["uid"]  # type: ignore[index]
+
+    world.kube.remove(RESOURCES[kind], "wsgo0000001")
+    await world.settle()
+    assert world.cloud.instances["wsgo0000001"].state == InstanceState.DELETING
+    assert world.claim(kind, "wsgo0000001") is not None, "the claim waits until the pool is gone"
+    world.cloud.finish_delete("wsgo0000001")
+    world.fire_timers()
+    await world.settle()
+    assert world.claim(kind, "wsgo0000001") is None
+    assert world.node(node) is None
+
+
+async def test_an_unrecognised_pool_is_never_deleted_silently(world: World) -> None:
+    go_provisioned(world, "machine", "wsgo0000002")
+    world.cloud.add("wsgo0000002", A100, tags={}, node_labels={"team": "a"})
+    await world.settle()
+    world.kube.remove(RESOURCES["machine"], "wsgo0000002")
+    await world.settle()
+    assert world.cloud.count("delete", "wsgo0000002") == 0
+    warnings = [e for e in world.events("wsgo0000002") if e["type"] == "Warning"]
+    assert any("wsgo0000002" in e["message"] and "not deleted" in e["message"] for e in warnings), warnings
+
+
+async def test_a_claim_marked_by_another_installation_is_never_ours(world: World) -> None:
+    body = world.add_claim("nodeclaim", "wsother0001")
+    body["metadata"].setdefault("annotations", {})["gpu-provisioner.sh/managed-by"] = "other-installation"
+    world.kube.put(RESOURCES["nodeclaim"], body)
+    await world.settle()
+    assert world.cloud.calls == []
+    assert TERMINATION_FINALIZER not in (world.claim("nodeclaim", "wsother0001") or {})["metadata"].get(
+        "finalizers", []
+    )
+
+
+async def test_a_nodeclaim_for_another_provisioners_node_class_is_never_ours(world: World) -> None:
+    body = world.add_claim("nodeclaim", "wsnap000001")
+    body["spec"]["nodeClassRef"] = {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "default"}
+    world.kube.put(RESOURCES["nodeclaim"], body)
+    await world.settle()
+    assert world.cloud.calls == []
+    assert "finalizers" not in (world.claim("nodeclaim", "wsnap000001") or {})["metadata"]
+
+
+# ------------------------------------------------------------------------------- termination
+
+
+async def test_a_node_whose_claim_was_removed_by_hand_is_released(world: World) -> None:
+    node = await make_ready(world, "nodeclaim", "wsgone00001")
+    body = world.claim("nodeclaim", "wsgone00001")
+    assert body is not None
+    await world.kube.patch(RESOURCES["nodeclaim"], "wsgone00001", {"metadata": {"finalizers": None}})
+    world.kube.remove(RESOURCES["nodeclaim"], "wsgone00001")
+    world.kube.remove(NODES, node["metadata"]["name"])  # the garbage collector follows the ownerReference
+    await world.settle()
+    assert world.cloud.instances["wsgone00001"].state == InstanceState.DELETING
+    world.cloud.finish_delete("wsgone00001")
+    world.fire_timers()
+    await world.settle()
+    assert world.node(node["metadata"]["name"]) is None
+
+
+async def test_instance_terminating_only_once_the_cloud_accepted_the_delete(world: World) -> None:
+    await make_ready(world, "nodeclaim", "wsrefuse001")
+    world.cloud.errors["delete"] = [
+        CloudError("the client does not have authorization", "AuthorizationFailed")
+    ]
+    world.kube.remove(RESOURCES["nodeclaim"], "wsrefuse001")
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsrefuse001").get("InstanceTerminating", {}).get("status") != "True"
+    failed = [e for e in world.events("wsrefuse001") if e["reason"] == "FailedTerminatingInstance"]
+    assert failed and failed[0]["type"] == "Warning" and "AuthorizationFailed" in failed[0]["message"]
+    world.fire_timers()
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsrefuse001")["InstanceTerminating"]["status"] == "True"
+
+
+async def test_every_node_a_claim_owns_is_released(world: World) -> None:
+    node = await make_ready(world, "nodeclaim", "wssurge0001")
+    # AKS surge upgrade: a second VM of the pool joins while the first still runs; both are the claim's.
+    surge = world.join_node("wssurge0001", name="aks-wssurge0001-12345678-vmss000001")
+    surge["metadata"]["ownerReferences"] = node["metadata"]["ownerReferences"]
+    surge["metadata"]["finalizers"] = [TERMINATION_FINALIZER]
+    world.kube.put(NODES, surge)
+    await world.settle()
+    world.kube.remove(RESOURCES["nodeclaim"], "wssurge0001")
+    await world.settle()
+    world.cloud.finish_delete("wssurge0001")
+    world.fire_timers()
+    await world.settle()
+    assert world.claim("nodeclaim", "wssurge0001") is None
+    assert world.node(node["metadata"]["name"]) is None
+    assert world.node(surge["metadata"]["name"]) is None
+
+
+async def test_the_instance_outlives_its_volume_attachments(world: World) -> None:
+    node = await make_ready(world, "nodeclaim", "wsvolume001")
+    attachment = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "VolumeAttachment",
+        "metadata": {"name": "csi-0123"},
+        "spec": {
+            "attacher": "disk.csi.azure.com",
+            "nodeName": node["metadata"]["name"],
+            "source": {"persistentVolumeName": "pvc-models"},
+        },
+    }
+    world.kube.put(VOLUME_ATTACHMENTS, attachment)
+    world.kube.remove(RESOURCES["nodeclaim"], "wsvolume001")
+    await world.settle()
+    assert world.cloud.count("delete", "wsvolume001") == 0, "the disk is still attached"
+    world.kube.remove(VOLUME_ATTACHMENTS, "csi-0123")
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("delete", "wsvolume001") == 1
+
+
+# ------------------------------------------------------------------------------- limits and waiters
+
+
+async def test_max_gpus_holds_across_launches_in_flight() -> None:
+    w = World(max_gpus=1)
+    try:
+        w.add_claim("nodeclaim", "wsgpu000001", instance_type=A100)
+        w.add_claim("nodeclaim", "wsgpu000002", instance_type=A100)
+        await w.settle()
+        assert w.cloud.count("create") == 1
+        waiting = [
+            n
+            for n in ("wsgpu000001", "wsgpu000002")
+            if w.conditions("nodeclaim", n)["Launched"]["reason"] == "GPULimitReached"
+        ]
+        assert len(waiting) == 1
+    finally:
+        await w.close()
+
+
+async def test_concurrent_launches_never_pass_max_gpus_together() -> None:
+    w = World(max_gpus=1)
+    try:
+        w.cloud.instance_types_gate = asyncio.Event()
+        w.add_claim("nodeclaim", "wsgpu000003", instance_type=A100)
+        w.add_claim("nodeclaim", "wsgpu000004", instance_type=A100)
+        settling = asyncio.ensure_future(w.settle())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        w.cloud.instance_types_gate.set()
+        await settling
+        assert w.cloud.count("create") == 1
+    finally:
+        await w.close()
+
+
+async def test_a_freed_node_slot_wakes_the_waiting_claim_at_once() -> None:
+    w = World(max_nodes=1)
+    try:
+        await make_ready(w, "nodeclaim", "wsslot00001")
+        w.add_claim("nodeclaim", "wsslot00002", instance_type=A100)
+        await w.settle()
+        assert w.conditions("nodeclaim", "wsslot00002")["Launched"]["reason"] == "NodeLimitReached"
+        w.kube.remove(RESOURCES["nodeclaim"], "wsslot00001")
+        await w.settle()
+        w.cloud.finish_delete("wsslot00001")
+        w.fire_timers()  # only the deleting claim is due; the waiter must not need a timer
+        await w.settle()
+        assert w.claim("nodeclaim", "wsslot00001") is None
+        assert w.cloud.count("create", "wsslot00002") == 1
+    finally:
+        await w.close()
+
+
+async def test_repair_pauses_when_many_of_our_nodes_fail_whatever_other_nodes_do() -> None:
+    w = World(not_ready_repair_after=60)
+    try:
+        nodes = [await make_ready(w, "nodeclaim", f"wsrepair{i:03d}") for i in range(2)]
+        # Eight healthy nodes of another Karpenter (AKS node auto-provisioning) next to ours.
+        for i in range(8):
+            other = w.join_node(
+                f"nap{i}", name=f"aks-nap{i}-vmss", labels={"karpenter.sh/registered": "true"}
+            )
+            other["metadata"]["finalizers"] = [TERMINATION_FINALIZER]
+            w.kube.put(NODES, other)
+        for node in nodes:
+            node["status"]["conditions"][0].update(status="False", lastTransitionTime="2026-05-01T12:00:00Z")
+            w.kube.put(NODES, node)
+        await w.settle()
+        w.advance(120)
+        w.fire_timers()
+        await w.settle()
+        for i in range(2):
+            assert w.claim("nodeclaim", f"wsrepair{i:03d}") is not None
+            assert "RepairPaused" in w.event_reasons(f"wsrepair{i:03d}")
+    finally:
+        await w.close()
+
+
+async def test_a_claim_waiting_on_quota_launches_when_the_quota_recheck_finds_room(world: World) -> None:
+    world.cloud.errors["create"] = [
+        InsufficientCapacity(
+            "vCPU quota too low",
+            "QuotaExceeded",
+            instance_type=A100,
+            family="NCADS",
+            vcpus_needed=24,
+            vcpus_free=0,
+        )
+    ]
+    world.add_claim("nodeclaim", "wsquota0001", instance_type=A100)
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsquota0001")["Launched"]["status"] == "False"
+    world.cloud.quota_free = True
+    await world.controller.recheck_capacity()
+    await world.settle()
+    assert world.cloud.count("create", "wsquota0001") == 2
+
+
+async def test_a_launch_that_never_finishes_is_given_up() -> None:
+    w = World(launch_timeout=600)
+    try:
+        w.add_claim("nodeclaim", "wsstuck0001", instance_type=A100)
+        await w.settle()
+        w.advance(601)
+        w.fire_timers()
+        await w.settle()
+        assert "LaunchTimeout" in w.event_reasons("wsstuck0001")
+        assert (w.claim("nodeclaim", "wsstuck0001") or {}).get("metadata", {}).get("deletionTimestamp")
+    finally:
+        await w.close()
+
+
+# ------------------------------------------------------------------------------- the queue
+
+
+async def test_a_failing_claim_backs_off_exponentially_and_says_so(world: World) -> None:
+    await make_ready(world, "nodeclaim", "wsretry0001")
+    world.cloud.errors["get"] = [
+        Transient("ARM is having a bad day", "InternalServerError") for _ in range(4)
+    ]
+    world.kube.remove(RESOURCES["nodeclaim"], "wsretry0001")
+    delays = []
+    await world.settle()
+    for _ in range(4):
+        delay = world.due_in("nodeclaim", "wsretry0001")
+        assert delay is not None
+        delays.append(delay)
+        world.fire_timers()
+        await world.settle()
+    assert all(b > a * 1.5 for a, b in itertools.pairwise(delays)), delays
+    assert delays[0] <= 1.0
+    warnings = [e for e in world.events("wsretry0001") if e["type"] == "Warning"]
+    assert any("InternalServerError" in e["message"] for e in warnings), warnings
+
+
+# ------------------------------------------------------------------------------- registration
+
+
+async def test_node_writes_never_drop_a_taint_added_concurrently(world: World) -> None:
+    world.add_claim("nodeclaim", "wstaint0001", instance_type=A100)
+    await world.settle()
+    world.cloud.set_state("wstaint0001", InstanceState.RUNNING)
+    node = world.join_node("wstaint0001")
+    world.deliver()  # the controller sees the Node as joined ...
+    node["spec"]["taints"] = [{"key": "example.com/maintenance", "effect": "NoSchedule"}]
+    world.kube.put(NODES, node)  # ... and someone taints it before the controller writes
+    late = world.kube.take_events()  # the watch is late with that change
+    await world.settle()
+    assert {t["key"] for t in (world.node(node["metadata"]["name"]) or {})["spec"]["taints"]} == {
+        "example.com/maintenance"
+    }, "a write computed from the old Node must fail, not replace the taints"
+    for ev in late:
+        world._route(ev.resource, ev.type, ev.object)
+    world.fire_timers()
+    await world.settle()
+    taints = {t["key"] for t in (world.node(node["metadata"]["name"]) or {})["spec"]["taints"]}
+    assert {"example.com/maintenance", "sku"} <= taints, taints
+
+
+async def test_claim_labels_are_applied_once_at_registration(world: World) -> None:
+    node = await make_ready(world, "nodeclaim", "wslabel0001")
+    name = node["metadata"]["name"]
+    assert node["metadata"]["labels"]["kaito.sh/workspace"] == "workspace-falcon-7b"
+    await world.kube.patch(NODES, name, {"metadata": {"labels": {"kaito.sh/workspace": None}}})
+    await world.settle()
+    assert "kaito.sh/workspace" not in (world.node(name) or {})["metadata"]["labels"]
+
+
+async def test_startup_taints_are_put_on_the_node_at_registration(world: World) -> None:
+    body = world.add_claim("nodeclaim", "wsstart0001", instance_type=A100)
+    body["spec"]["startupTaints"] = [{"key": "example.com/driver-not-ready", "effect": "NoSchedule"}]
+    world.kube.put(RESOURCES["nodeclaim"], body)
+    await world.settle()
+    world.cloud.set_state("wsstart0001", InstanceState.RUNNING)
+    node = world.join_node("wsstart0001")
+    await world.settle()
+    taints = {t["key"] for t in (world.node(node["metadata"]["name"]) or {})["spec"]["taints"]}
+    assert "example.com/driver-not-ready" in taints
+    assert world.conditions("nodeclaim", "wsstart0001")["Initialized"]["reason"] == "StartupTaintsExist"
+
+
+async def test_cloud_labels_never_overwrite_labels_the_user_set(world: World) -> None:
+    body = world.add_claim("nodeclaim", "wszone00001", instance_type=A100)
+    body["metadata"]["labels"]["topology.kubernetes.io/zone"] = "eastus-2"
+    world.kube.put(RESOURCES["nodeclaim"], body)
+    await world.settle()
+    world.cloud.set_state("wszone00001", InstanceState.RUNNING)
+    world.fire_timers()
+    await world.settle()
+    labels = (world.claim("nodeclaim", "wszone00001") or {})["metadata"]["labels"]
+    assert labels["topology.kubernetes.io/zone"] == "eastus-2"
+    assert labels["node.kubernetes.io/instance-type"] == A100
+
+
+# ------------------------------------------------------------------------------- the store
+
+
+async def test_a_late_watch_event_never_replaces_newer_state(world: World) -> None:
+    world.add_claim("nodeclaim", "wsstale0001", instance_type=A100)
+    first = world.kube.take_events()
+    for ev in first:
+        world._route(ev.resource, ev.type, ev.object)
+    await world.settle()
+    writes = len(world.kube.writes)
+    for ev in first:  # the same (old) version again, e.g. from a watch that restarted from a cache
+        world._route(ev.resource, ev.type, ev.object)
+    await world.settle()
+    assert len(world.kube.writes) == writes, [w for w in world.kube.writes[writes:]]
+
+
+async def test_a_resync_forgets_claims_deleted_behind_the_watchs_back() -> None:
+    w = World(max_nodes=1)
+    try:
+        w.add_claim("nodeclaim", "wsghost0001", instance_type=A100)
+        await w.settle()
+        await w.kube.patch(RESOURCES["nodeclaim"], "wsghost0001", {"metadata": {"finalizers": None}})
+        w.kube.remove(RESOURCES["nodeclaim"], "wsghost0001")
+        w.kube.events.clear()  # the watch missed it
+        w.add_claim("nodeclaim", "wsghost0002", instance_type=A100)
+        await w.settle()
+        assert w.conditions("nodeclaim", "wsghost0002")["Launched"]["reason"] == "NodeLimitReached"
+        await w.resync()
+        await w.settle()
+        assert w.cloud.count("create", "wsghost0002") == 1
+    finally:
+        await w.close()
+
+
+async def test_status_writes_keep_conditions_written_by_others(world: World) -> None:
+    body = world.add_claim("nodeclaim", "wsdrift0001", instance_type=A100)
+    body["status"] = {
+        "conditions": [
+            {
+                "type": "Drifted",
+                "status": "True",
+                "reason": "NodePoolDrifted",
+                "message": "",
+                "lastTransitionTime": "2026-05-01T11:00:00Z",
+                "observedGeneration": 1,
+            }
+        ]
+    }
+    world.kube.put(RESOURCES["nodeclaim"], body)
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsdrift0001")["Drifted"]["status"] == "True"
+    assert world.conditions("nodeclaim", "wsdrift0001")["Launched"]["reason"] == "Launching"
+
+
+async def test_condition_messages_are_cut_to_karpenters_length(world: World) -> None:
+    long = "; ".join(
+        f"zone eastus-{i}: ZonalAllocationFailed for Standard_NC24ads_A100_v4" for i in range(20)
+    )
+    world.cloud.errors["create"] = [InsufficientCapacity(f"{KAITO_TEXT}: {long}", "ZonalAllocationFailed")]
+    world.add_claim("nodeclaim", "wslong00001", instance_type=A100)
+    await world.settle()
+    message = world.conditions("nodeclaim", "wslong00001")["Launched"]["message"]
+    assert message.startswith(KAITO_TEXT)
+    assert len(message) <= 300
