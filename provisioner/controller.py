@@ -22,7 +22,8 @@ from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim, ClaimKey, 
 from provisioner.cloud.errors import CloudError, Throttled
 from provisioner.cloud.provider import CloudProvider, SupportsQuota
 from provisioner.events import EventRecorder
-from provisioner.kube import NODES, ApiError, ConflictError, KubeApi, NotFoundError
+from provisioner.kube import NODES, ApiError, ConflictError, NotFoundError
+from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle import limits
 from provisioner.lifecycle.request import capacity_type, instance_type_candidates
 from provisioner.lifecycle.result import Event, EventType

@@ -17,7 +17,8 @@ from typing import Any
 
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import Claim
-from provisioner.kube import EVENTS, ApiError, KubeApi
+from provisioner.kube import EVENTS, ApiError
+from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle.result import Event, EventType
 
 logger = logging.getLogger(__name__)

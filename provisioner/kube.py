@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import aiohttp
 from kubernetes import client as k8s_client
@@ -329,45 +329,3 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
         }
         await self.request("POST", PODS.path(name, namespace, "eviction"), body=body)
-
-
-class KubeApi(Protocol):
-    """The verbs reconcilers use (``KubeClient`` has them; tests use an in-memory server)."""
-
-    async def get(self, res: Resource, name: str, namespace: str | None = None) -> Body: ...
-
-    async def list(
-        self,
-        res: Resource,
-        namespace: str | None = None,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-    ) -> list[Body]: ...
-
-    async def list_with_version(self, res: Resource) -> tuple[builtins.list[Body], str]: ...
-
-    async def create(self, res: Resource, body: Body, namespace: str | None = None) -> Body: ...
-
-    async def patch(
-        self,
-        res: Resource,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        *,
-        subresource: str | None = None,
-        content_type: str = MERGE_PATCH,
-    ) -> Body: ...
-
-    async def delete(
-        self,
-        res: Resource,
-        name: str,
-        namespace: str | None = None,
-        *,
-        grace_period_seconds: int | None = None,
-        preconditions_uid: str | None = None,
-    ) -> Body: ...
-
-    async def evict(self, name: str, namespace: str) -> None: ...

@@ -11,7 +11,8 @@ from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import Claim
 from provisioner.cloud.provider import CloudProvider
 from provisioner.events import EventRecorder, EventTarget
-from provisioner.kube import NODES, KubeApi
+from provisioner.kube import NODES
+from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle.result import Event
 from provisioner.metrics import Metrics
 from provisioner.ownership import Ownership

@@ -17,12 +17,12 @@ from dataclasses import replace
 from provisioner.claims.conditions import set_condition
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import TERMINATION_FINALIZER, Claim
-from provisioner.cloud.errors import CloudError, NotFound, Throttled
 from provisioner.cloud.types import InstanceState
 from provisioner.lifecycle import registration, termination
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
+from provisioner.termination import instance
 from provisioner.termination.drainer import Drainer
 from provisioner.workqueue import DONE, Outcome
 
@@ -74,34 +74,28 @@ class ClaimTermination:
         """None once the instance is gone (or not ours to delete); else when to look again."""
         ctx = self.ctx
         name = ctx.store.instance_of(claim)
-        try:
-            instance = await ctx.cloud_call("get", functools.partial(ctx.cloud.get, name))
-        except NotFound:
+        found = await instance.read(ctx, name)
+        if found is None:
             return None
-        verdict = ctx.ownership.instance(instance, claim, name)
+        verdict = ctx.ownership.instance(found, claim, name)
         if verdict == InstanceOwnership.OTHER_CLAIM:
             return None  # the name now belongs to a newer claim's instance
         if verdict == InstanceOwnership.FOREIGN:
             await ctx.publish(claim, (termination.not_deleted(name, FOREIGN_INSTANCE),))
             return None
-        if instance.state == InstanceState.CREATING:
-            return Outcome(requeue_after=self._poll(claim))  # the cloud refuses deletes during a create
-        if instance.state != InstanceState.DELETING:
-            try:
-                await ctx.cloud_call(
-                    "delete", functools.partial(ctx.cloud.delete, name, version=instance.version)
-                )
-            except NotFound:
-                return None
-            except CloudError as e:
-                await ctx.publish(claim, (termination.delete_refused(name, e),))
-                return Outcome(failed=True, retry_after=e.retry_after if isinstance(e, Throttled) else None)
-            await ctx.publish(claim, (termination.delete_started(name),))
+        step = await instance.delete_step(
+            ctx, found, self._poll(claim), functools.partial(ctx.publish, claim)
+        )
         condition = termination.instance_terminating(claim)
-        if condition is not None:
+        if (
+            step is not None
+            and not step.failed
+            and found.state != InstanceState.CREATING
+            and condition is not None
+        ):
             conditions = set_condition(claim.status.conditions, condition, ctx.clock())
             await self.applier.write_status(claim, replace(claim.status, conditions=conditions))
-        return Outcome(requeue_after=self._poll(claim))
+        return step
 
     def _poll(self, claim: Claim) -> float:
         """Check a deleting instance soon at first (fast deletes), then every DELETE_POLL_SECONDS."""

@@ -17,13 +17,12 @@ import logging
 
 from provisioner.claims.dialects import dialect_for_kind, parse_time
 from provisioner.claims.model import TERMINATION_FINALIZER
-from provisioner.cloud.errors import CloudError, NotFound, Throttled
-from provisioner.cloud.types import InstanceState
 from provisioner.events import EventTarget
 from provisioner.kube import NotFoundError
 from provisioner.lifecycle import registration, termination
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
+from provisioner.termination import instance
 from provisioner.termination.drainer import Drainer
 from provisioner.workqueue import DONE, Outcome
 
@@ -93,25 +92,8 @@ class NodeTermination:
     ) -> Outcome | None:
         ctx = self.ctx
         name = ctx.store.instance_of_node(node)
-        if not name:
-            return None
-        try:
-            instance = await ctx.cloud_call("get", functools.partial(ctx.cloud.get, name))
-        except NotFound:
-            return None
-        if not instance.managed or instance.claim_uid not in owner_uids:
-            return None  # not this claim's instance: only the Node is ours to release
-        if instance.state == InstanceState.CREATING:
-            return Outcome(requeue_after=ctx.settings.delete_poll_interval)
-        if instance.state != InstanceState.DELETING:
-            try:
-                await ctx.cloud_call(
-                    "delete", functools.partial(ctx.cloud.delete, name, version=instance.version)
-                )
-            except NotFound:
-                return None
-            except CloudError as e:
-                await ctx.publish_for(target, (termination.delete_refused(name, e),))
-                return Outcome(failed=True, retry_after=e.retry_after if isinstance(e, Throttled) else None)
-            await ctx.publish_for(target, (termination.delete_started(name),))
-        return Outcome(requeue_after=ctx.settings.delete_poll_interval)
+        found = await instance.read(ctx, name) if name else None
+        if found is None or not found.managed or found.claim_uid not in owner_uids:
+            return None  # gone, or not this claim's instance: only the Node is ours to release
+        poll = ctx.settings.delete_poll_interval
+        return await instance.delete_step(ctx, found, poll, functools.partial(ctx.publish_for, target))

@@ -33,7 +33,7 @@ from provisioner.cloud import (
     load_provider,
 )
 from provisioner.cloud.azure import AzureCloud, ConfigError
-from provisioner.cloud.azure.mapping import TAG_CLUSTER
+from provisioner.cloud.azure.labels import TAG_CLUSTER
 from provisioner.cloud.types import MANAGED_BY_VALUE, TAG_CLAIM_NAME, TAG_CLAIM_UID, TAG_MANAGED_BY
 from tests.integration.conftest import (
     CLIENT_ID,

@@ -7,11 +7,11 @@ from azure.mgmt.containerservice.models import AgentPool
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.cloud.azure import mapping
+from provisioner.cloud.azure import labels, mapping, nodes
+from provisioner.cloud.azure.labels import filter_node_labels
 from provisioner.cloud.azure.mapping import (
     aks_zones,
     build_pool,
-    filter_node_labels,
     instance_from_pool,
     instance_name,
     os_disk_size,
@@ -151,15 +151,15 @@ def test_machine_type_label_says_gpu_or_cpu_as_the_go_provisioner_does(
     is_gpu: bool, machine_type: str
 ) -> None:
     req = machine_request()
-    labels, _ = mapping.node_labels(req, is_gpu=is_gpu)
-    assert labels == {**req.labels, "kaito.sh/machine-type": machine_type}
+    got, _ = labels.node_labels(req, is_gpu=is_gpu)
+    assert got == {**req.labels, "kaito.sh/machine-type": machine_type}
 
 
 def test_claim_labels_win_over_provisioner_defaults() -> None:
     req = machine_request(labels={"karpenter.sh/provisioner-name": "mine", "kaito.sh/machine-type": "gpu"})
-    labels, _ = mapping.node_labels(req, is_gpu=False)
-    assert labels["karpenter.sh/provisioner-name"] == "mine"
-    assert labels["kaito.sh/machine-type"] == "gpu"
+    got, _ = labels.node_labels(req, is_gpu=False)
+    assert got["karpenter.sh/provisioner-name"] == "mine"
+    assert got["kaito.sh/machine-type"] == "gpu"
 
 
 # --- taints, zones, disk, OS -----------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_machine_request_maps_to_the_expected_pool_body() -> None:
             "tags": {
                 "env": "prod",
                 "team": "ml",
-                mapping.TAG_CLUSTER: "aks",
+                labels.TAG_CLUSTER: "aks",
                 TAG_MANAGED_BY: MANAGED_BY_VALUE,
                 TAG_CLAIM_NAME: "ws0123abcd9",
                 TAG_CLAIM_UID: "uid-1",
@@ -297,7 +297,7 @@ def test_global_settings_and_spot_reach_the_body() -> None:
 
 def test_ownership_tags_cannot_be_overridden_and_bad_tags_are_reported() -> None:
     req = machine_request(tags={TAG_CLAIM_UID: "spoofed", "a/b": "x"})
-    tags, warnings = mapping.pool_tags(req, settings())
+    tags, warnings = labels.pool_tags(req, settings())
     assert tags[TAG_CLAIM_UID] == "uid-1"
     assert "a/b" not in tags
     assert any("'a/b'" in w for w in warnings)
@@ -396,7 +396,7 @@ def test_pool_failure_is_classified_from_the_provisioning_error() -> None:
 
 
 def test_provider_id_prefix_matches_aks_node_provider_ids() -> None:
-    prefix = mapping.provider_id_prefix(settings(), "ws0123abcd9")
+    prefix = nodes.provider_id_prefix(settings(), "ws0123abcd9")
     node = (
         f"azure:///subscriptions/{SUB}/resourceGroups/mc_rg_aks_eastus/providers/Microsoft.Compute/"
         "virtualMachineScaleSets/aks-ws0123abcd9-12345678-vmss/virtualMachines/0"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.cloud.azure.auth import SecretRedactingFilter, credential_kind
-from provisioner.cloud.azure.settings import AzureSettings, ConfigError
+from provisioner.cloud.azure.env import ConfigError
+from provisioner.cloud.azure.settings import AzureSettings
 
 SUB = "00000000-0000-0000-0000-000000000000"
 BASE = {

@@ -13,7 +13,7 @@ import pytest
 from provisioner.claims.model import TERMINATION_FINALIZER
 from provisioner.cloud.errors import CloudError, InsufficientCapacity, Transient
 from provisioner.cloud.types import TAG_CLAIM_UID, TAG_MANAGED_BY, InstanceState
-from provisioner.kube import NODES, Resource
+from provisioner.kube import NODES, PODS, Resource
 from tests.unit.world import RESOURCES, World
 
 VOLUME_ATTACHMENTS = Resource("storage.k8s.io", "v1", "volumeattachments")
@@ -477,3 +477,69 @@ async def test_condition_messages_are_cut_to_karpenters_length(world: World) -> 
     message = world.conditions("nodeclaim", "wslong00001")["Launched"]["message"]
     assert message.startswith(KAITO_TEXT)
     assert len(message) <= 300
+
+
+async def test_a_drain_lasts_at_least_the_minimum_drain_time() -> None:
+    w = World(min_drain_time=5.0)
+    try:
+        node = await make_ready(w, "nodeclaim", "wsmindr0001")
+        w.kube.remove(RESOURCES["nodeclaim"], "wsmindr0001")
+        await w.settle()
+        assert (w.node(node["metadata"]["name"]) or {})["spec"]["unschedulable"] is True
+        # A pod bound to the node just before the cordon shows up a moment later: it is evicted too.
+        w.add_pod(node["metadata"]["name"], "late-pod")
+        w.advance(2)
+        w.fire_timers()
+        await w.settle()
+        assert w.cloud.count("delete", "wsmindr0001") == 0
+        assert "Evicted" in w.event_reasons("wsmindr0001")
+        w.advance(4)
+        w.fire_timers()
+        await w.settle()
+        assert w.cloud.count("delete", "wsmindr0001") == 1
+    finally:
+        await w.close()
+
+
+async def test_a_pod_gets_its_grace_period_before_the_drain_deadline() -> None:
+    w = World()
+    try:
+        body = w.add_claim("nodeclaim", "wsgrace0001", instance_type=A100)
+        body["spec"]["terminationGracePeriod"] = "120s"
+        w.kube.put(RESOURCES["nodeclaim"], body)
+        await w.settle()
+        w.cloud.set_state("wsgrace0001", InstanceState.RUNNING)
+        node = w.join_node("wsgrace0001")
+        await w.settle()
+        w.add_pod(node["metadata"]["name"], "model-server", terminationGracePeriodSeconds=60)
+        w.kube.protected_pods.add(("default", "model-server"))  # a PodDisruptionBudget refuses it
+        w.kube.remove(RESOURCES["nodeclaim"], "wsgrace0001")
+        await w.settle()
+        assert "FailedDraining" in w.event_reasons("wsgrace0001")
+        assert w.kube.peek(PODS, "model-server", "default") is not None
+        w.advance(61)  # the deadline is now less than the pod's 60 s away
+        w.fire_timers()
+        await w.settle()
+        assert "DeletingPodBeforeDeadline" in w.event_reasons("wsgrace0001")
+        assert w.kube.peek(PODS, "model-server", "default") is None
+    finally:
+        await w.close()
+
+
+def test_one_claim_read_through_two_api_versions_is_one_key() -> None:
+    from dataclasses import replace as _replace
+
+    from provisioner.claims.dialects import NODECLAIM
+    from provisioner.kube import Resource as _Resource
+    from provisioner.store import Store
+
+    v1beta1 = _replace(NODECLAIM, resource=_Resource("karpenter.sh", "v1beta1", "nodeclaims"))
+    store = Store(lambda c: c.name, lambda n: None)
+    body = {"metadata": {"name": "ws1", "uid": "u1", "resourceVersion": "5"}, "spec": {}}
+    assert store.put_claim(NODECLAIM, body) is not None
+    assert store.put_claim(v1beta1, body) is None  # the same object, the same version: nothing new
+    assert (
+        store.put_claim(v1beta1, {**body, "metadata": {**body["metadata"], "resourceVersion": "6"}})
+        is not None
+    )
+    assert [c.name for c in store.claims()] == ["ws1"]

@@ -6,9 +6,10 @@ Modules: ``settings`` (configuration from env), ``auth`` (credentials, log redac
 """
 
 from provisioner.cloud.azure.auth import SecretRedactingFilter, build_credential
+from provisioner.cloud.azure.env import ConfigError
 from provisioner.cloud.azure.mapping import instance_name
 from provisioner.cloud.azure.provider import AzureCloud
-from provisioner.cloud.azure.settings import AzureSettings, ConfigError
+from provisioner.cloud.azure.settings import AzureSettings
 
 __all__ = [
     "AzureCloud",

@@ -21,6 +21,7 @@ from azure.core.exceptions import (
 )
 
 from provisioner.cloud.errors import (
+    ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
     InsufficientCapacity,
     InvalidSpec,
@@ -257,4 +258,21 @@ def arm_error_from_detail(detail: Any) -> ArmError:
         code=str(getattr(detail, "code", None) or ""),
         message=str(getattr(detail, "message", None) or ""),
         inner_codes=tuple(_odata_detail_codes(detail)),
+    )
+
+
+def all_failed(failures: list[tuple[str, CloudError]]) -> CloudError:
+    """One error for a create where no candidate could be used."""
+    if len(failures) == 1:
+        return failures[0][1]
+    capacity = [e for _, e in failures if isinstance(e, InsufficientCapacity)]
+    quota = next((e for e in capacity if e.family), None)
+    details = "; ".join(f"{size}: {err}" for size, err in failures)
+    return InsufficientCapacity(
+        f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {details}",
+        capacity[0].code,
+        instance_type=capacity[0].instance_type,
+        family=quota.family if quota else None,
+        vcpus_needed=quota.vcpus_needed if quota else None,
+        vcpus_free=quota.vcpus_free if quota else None,
     )

@@ -6,8 +6,6 @@ body, reading a pool back) is a plain function, unit-tested on its own.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +13,15 @@ from azure.mgmt.containerservice.models import AgentPool
 
 from provisioner.cloud import naming
 from provisioner.cloud.azure.errors import arm_error_from_detail, classify
+from provisioner.cloud.azure.labels import (
+    LABEL_AGENTPOOL,
+    LABEL_CAPACITY_TYPE,
+    LABEL_INSTANCE_TYPE,
+    LABEL_REGION,
+    LABEL_ZONE,
+    node_labels,
+    pool_tags,
+)
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.azure.skus import SkuFacts, guess_is_gpu, sdk_text
 from provisioner.cloud.errors import CloudError, InvalidSpec, Transient
@@ -32,112 +39,6 @@ from provisioner.cloud.types import (
 # AKS Linux agent pool names: lowercase alphanumeric, starting with a letter, at most 12 characters.
 POOL_NAME = naming.POOL_NAME
 instance_name = naming.pool_name
-
-
-# --- labels ----------------------------------------------------------------------------------
-
-LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
-LABEL_ZONE = "topology.kubernetes.io/zone"
-LABEL_REGION = "topology.kubernetes.io/region"
-LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
-LABEL_AGENTPOOL = "kubernetes.azure.com/agentpool"
-LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
-
-#: Prefixes AKS reserves for itself (its "Reserved prefixes" list); pools carrying them are refused.
-AKS_RESERVED_PREFIXES = ("kubernetes.azure.com/",)
-
-#: Labels the node gets from AKS/kubelet anyway (AKS' "Reserved system labels", well-known labels).
-#: They are dropped quietly: the node will carry them with the real value.
-SET_BY_AKS = frozenset(
-    {
-        "kubernetes.io/arch",
-        "kubernetes.io/os",
-        "kubernetes.io/hostname",
-        LABEL_INSTANCE_TYPE,
-        LABEL_ZONE,
-        LABEL_REGION,
-        "beta.kubernetes.io/arch",
-        "beta.kubernetes.io/os",
-        "beta.kubernetes.io/instance-type",
-        "failure-domain.beta.kubernetes.io/region",
-        "failure-domain.beta.kubernetes.io/zone",
-        "kubernetes.io/role",
-        "node-role.kubernetes.io/agent",
-        "agentpool",
-        "storageprofile",
-        "storagetier",
-        "accelerator",
-    }
-)
-
-#: Sub-namespaces of kubernetes.io the kubelet may set on itself (NodeRestriction rules).
-_KUBELET_ALLOWED_SUFFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
-
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-@dataclass(frozen=True)
-class DroppedLabel:
-    key: str
-    value: str
-    reason: str
-    #: False when the node gets the label from AKS anyway (nothing for a user to act on).
-    warn: bool = True
-
-    def __str__(self) -> str:
-        return f"node label {self.key}={self.value} not sent to AKS: {self.reason}"
-
-
-def _label_domain(key: str) -> str:
-    return key.split("/", 1)[0].lower() if "/" in key else ""
-
-
-def _in_domain(domain: str, parent: str) -> bool:
-    return domain == parent or domain.endswith("." + parent)
-
-
-def label_problem(key: str, value: str) -> tuple[str, bool] | None:
-    """Why AKS would refuse (or override) this node label, or None if it is fine.
-
-    Returns (reason, warn); ``warn`` is False for labels AKS sets itself.
-    """
-    if key in SET_BY_AKS:
-        return "AKS sets it on the node itself", False
-    if any(_in_domain(_label_domain(key), p.rstrip("/")) for p in AKS_RESERVED_PREFIXES):
-        return "the kubernetes.azure.com prefix is reserved by AKS", True
-    prefix, sep, name = key.rpartition("/")
-    if (
-        sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))
-    ) or not _LABEL_NAME.match(name):
-        return "not a valid Kubernetes label key", True
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
-        return "not a valid Kubernetes label value", True
-    domain = _label_domain(key)
-    restricted = _in_domain(domain, "kubernetes.io") or _in_domain(domain, "k8s.io")
-    if restricted and not any(_in_domain(domain, allowed) for allowed in _KUBELET_ALLOWED_SUFFIXES):
-        return "kubernetes.io and k8s.io labels cannot be set through AKS node labels", True
-    return None
-
-
-def filter_node_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[DroppedLabel]]:
-    """Split labels into those AKS accepts and those dropped (with the reason)."""
-    kept: dict[str, str] = {}
-    dropped: list[DroppedLabel] = []
-    for key, value in labels.items():
-        problem = label_problem(key, value)
-        if problem is None:
-            kept[key] = value
-        else:
-            dropped.append(DroppedLabel(key, value, problem[0], problem[1]))
-    return kept, dropped
-
-
-def node_labels(request: InstanceRequest, is_gpu: bool) -> tuple[dict[str, str], list[DroppedLabel]]:
-    """The request's labels plus ``kaito.sh/machine-type`` (gpu/cpu, as the Go provisioner sets it;
-    the request's own value wins), filtered for AKS."""
-    merged = {LABEL_MACHINE_TYPE: "gpu" if is_gpu else "cpu", **request.labels}
-    return filter_node_labels(merged)
 
 
 # --- taints, zones, disk, OS -----------------------------------------------------------------
@@ -219,32 +120,6 @@ def os_sku(image_family: str | None) -> str | None:
             "InvalidOSSKU",
         )
     return sku
-
-
-# --- tags ------------------------------------------------------------------------------------
-
-TAG_CLUSTER = "gpu-provisioner.sh_cluster"
-_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
-
-
-def pool_tags(request: InstanceRequest, settings: AzureSettings) -> tuple[dict[str, str], list[str]]:
-    """Tags for the pool: configured extra tags, request tags, then cluster and ownership tags."""
-    merged = {
-        **settings.extra_tags,
-        **request.tags,
-        TAG_CLUSTER: settings.cluster_name,
-        **request.ownership_tags(),
-    }
-    tags: dict[str, str] = {}
-    warnings: list[str] = []
-    for key, value in merged.items():
-        if not key or len(key) > 512 or _TAG_FORBIDDEN.search(key) or len(value) > 256:
-            warnings.append(
-                f"tag {key!r} not sent to Azure: names may not contain <>%&\\?/ (max 512, values 256)"
-            )
-            continue
-        tags[key] = value
-    return tags, warnings
 
 
 # --- the pool body ---------------------------------------------------------------------------
@@ -372,19 +247,6 @@ def pool_failure(pool: AgentPool) -> CloudError | None:
         return classify(arm_error_from_detail(detail))
     state = sdk_text(props.provisioning_state)
     return Transient(f"agent pool {pool.name} is in state {state} (AKS gave no provisioningError)", state)
-
-
-def provider_id_prefix(settings: AzureSettings, pool_name: str) -> str:
-    """The part of the node's providerID that is known before the node exists.
-
-    AKS names the scale set ``aks-<pool>-<digits>-vmss``; the digits are not in the agent pool API,
-    so a node of the pool has a providerID starting with this (AKS lowercases the resource group).
-    """
-    return (
-        f"azure:///subscriptions/{settings.subscription_id}/resourceGroups/"
-        f"{settings.effective_node_resource_group.lower()}/providers/Microsoft.Compute/"
-        f"virtualMachineScaleSets/aks-{pool_name}-"
-    )
 
 
 def sku_capacity(sku: SkuFacts, max_pods: int | None) -> dict[str, str]:

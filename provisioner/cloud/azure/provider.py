@@ -5,39 +5,40 @@ PUT and returns (state ``creating``), ``delete`` sends the DELETE and returns; p
 are read back with GET (``provisioningState``, ``status.provisioningError``) on later calls. The
 in-flight state lives in Azure, so a restarted controller finds and adopts it.
 
-Calls made for a reconcile (``create``, ``get``, ``delete``, ``adopt``, ``quota_allows``, and the
-SKU and usage reads they need) make exactly one attempt, with azure-core's own retries off: a
-throttled or failing call comes back as ``Throttled`` (with Retry-After) or ``Transient`` at once,
-and the controller's work queue retries the claim with backoff instead of a worker sleeping.
-Only the agent pool listing (garbage collection, readiness) retries here.
+Calls made for a reconcile make exactly one attempt (see ``arm``): a throttled or failing call
+comes back as ``Throttled`` (with Retry-After) or ``Transient`` at once, and the controller's work
+queue retries the claim with backoff instead of a worker sleeping.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.mgmt.compute.aio import ComputeManagementClient
-from azure.mgmt.containerservice.aio import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool
 
 from provisioner.cloud.azure import mapping
+from provisioner.cloud.azure.arm import Arm
 from provisioner.cloud.azure.auth import build_credential, credential_kind
 from provisioner.cloud.azure.cache import Clock, TtlValue
-from provisioner.cloud.azure.errors import from_exception
+from provisioner.cloud.azure.errors import all_failed, from_exception
+from provisioner.cloud.azure.labels import TAG_CLUSTER
+from provisioner.cloud.azure.nodes import pool_of_node
 from provisioner.cloud.azure.quota import QuotaChecker, UsageLimit, index_usages
-from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
-from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
+from provisioner.cloud.azure.ratelimit import TokenBucket
 from provisioner.cloud.azure.settings import AzureSettings
-from provisioner.cloud.azure.skus import SkuFacts, UnavailableOfferings, index_skus, to_instance_type
+from provisioner.cloud.azure.skus import (
+    SkuFacts,
+    UnavailableOfferings,
+    index_skus,
+    to_instance_type,
+    zones_for,
+)
 from provisioner.cloud.errors import (
-    ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
     InstanceConflict,
     InsufficientCapacity,
@@ -60,13 +61,6 @@ from provisioner.cloud.types import (
 
 log = logging.getLogger(__name__)
 
-#: azure-core options for a call made in a reconcile: no retry of its own (the work queue retries).
-ONE_ATTEMPT: dict[str, Any] = {"retry_total": 0}
-#: Labels AKS puts on every node of a pool, naming it.
-POOL_LABELS = ("kubernetes.azure.com/agentpool", "agentpool")
-#: An AKS node's providerID names its scale set ``aks-<pool>-<digits>-vmss``.
-_VMSS_IN_PROVIDER_ID = re.compile(r"/virtualMachineScaleSets/aks-(?P<pool>[a-z0-9]+)-\d+-vmss/", re.I)
-
 
 class AzureCloud:
     """``CloudProvider`` for AKS. Build it with a ``ProviderContext`` (settings from ``context.env``).
@@ -85,12 +79,9 @@ class AzureCloud:
         self.settings = s = AzureSettings.from_env(context.env, cluster_name=context.cluster_name)
         self._credential = credential or build_credential(s)
         self._owns_credential = credential is None
-        self._bucket = TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock)
-        self._aks = ContainerServiceClient(self._credential, s.subscription_id, **self._client_kwargs())
-        self._compute = ComputeManagementClient(self._credential, s.subscription_id, **self._client_kwargs())
-        self._read = ReadRetry(s.read_attempts, s.retry_backoff_seconds, s.retry_after_max_seconds)
+        self._arm = Arm(s, self._credential, TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock))
         self._skus: TtlValue[dict[str, SkuFacts]] = TtlValue(self._load_skus, s.sku_cache_seconds, clock)
-        self._pools: TtlValue[list[AgentPool]] = TtlValue(self._load_pools, s.list_cache_seconds, clock)
+        self._pools: TtlValue[list[AgentPool]] = TtlValue(self._arm.list_pools, s.list_cache_seconds, clock)
         self._quota = QuotaChecker(
             self._load_usages,
             ttl=s.usage_cache_seconds,
@@ -100,26 +91,6 @@ class AzureCloud:
         )
         self.unavailable = UnavailableOfferings(s.unavailable_sku_seconds, clock)
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        s = self.settings
-        kwargs: dict[str, Any] = {
-            "base_url": s.arm_endpoint,
-            "credential_scopes": [s.credential_scope],
-            "retry_policy": CappedRetryPolicy(
-                retry_after_cap=s.retry_after_max_seconds,
-                retry_total=s.sdk_retry_total,
-                retry_backoff_factor=min(s.retry_backoff_seconds, 0.8),
-                retry_backoff_max=int(max(s.retry_after_max_seconds, 1)),
-            ),
-            "per_retry_policies": [RateLimitPolicy(self._bucket)],
-            "connection_timeout": s.http_timeout_seconds,
-            "read_timeout": s.http_timeout_seconds,
-            "logging_enable": False,
-        }
-        if s.ca_bundle:
-            kwargs["connection_verify"] = s.ca_bundle
-        return kwargs
-
     # --- CloudProvider ----------------------------------------------------------------------
 
     def instance_name(self, claim_name: str) -> str:
@@ -127,20 +98,7 @@ class AzureCloud:
         return mapping.instance_name(claim_name)
 
     def instance_of_node(self, node: Mapping[str, Any]) -> str | None:
-        """The agent pool a Node belongs to: its agent-pool label, if its providerID (when it has
-        one yet) names a scale set of that pool in this cluster's node resource group."""
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        pool = next((str(labels[k]) for k in POOL_LABELS if labels.get(k)), None)
-        if pool is None:
-            return None
-        provider_id = str((node.get("spec") or {}).get("providerID") or "")
-        if provider_id:
-            if not provider_id.lower().startswith(mapping.provider_id_prefix(self.settings, pool).lower()):
-                return None
-            m = _VMSS_IN_PROVIDER_ID.search(provider_id)
-            if m is None or m.group("pool").lower() != pool.lower():
-                return None
-        return pool
+        return pool_of_node(self.settings, node)
 
     def warnings(self, request: InstanceRequest) -> tuple[str, ...]:
         """What of ``request`` will not reach the node as asked (dropped labels, tags, disk size)."""
@@ -156,13 +114,13 @@ class AzureCloud:
                 "UnknownVMSize",
             )
         name = mapping.instance_name(request.name)
-        existing = await self._get_pool(name)
+        existing = await self._arm.get_pool(name)
         if existing is not None:
             return await self._existing(existing, request)
-        return await self._create_new(name, request)
+        return await self._create_new(name, request, skus)
 
     async def get(self, name: str) -> Instance:
-        pool = await self._get_pool(name)
+        pool = await self._arm.get_pool(name)
         if pool is None:
             raise NotFound(
                 f"agent pool {name!r} not found in cluster {self.settings.cluster_name}", "NotFound"
@@ -170,13 +128,11 @@ class AzureCloud:
         return await self._instance(pool)
 
     async def list(self) -> builtins.list[Instance]:
-        pools = await self._pools.get()
-        out = []
-        for pool in pools:
-            tags = (pool.properties.tags if pool.properties else None) or {}
-            if tags.get(TAG_MANAGED_BY) == MANAGED_BY_VALUE:
-                out.append(await self._instance(pool))
-        return out
+        return [
+            await self._instance(p)
+            for p in await self._pools.get()
+            if _tags(p).get(TAG_MANAGED_BY) == MANAGED_BY_VALUE
+        ]
 
     async def delete(self, name: str, *, version: str | None = None) -> None:
         """Start deleting pool ``name``.
@@ -186,42 +142,31 @@ class AzureCloud:
         pool is read first and deleted only if tagged as ours: an unversioned delete never removes a
         pool we did not create (e.g. a claim named like a system pool).
         """
-        s = self.settings
         if not version:
-            pool = await self._get_pool(name)
-            if pool is None:
+            pool = await self._arm.get_pool(name)
+            if pool is None or _state(pool) == InstanceState.DELETING:
                 return
-            tags = (pool.properties.tags if pool.properties else None) or {}
-            if tags.get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
+            if _tags(pool).get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
                 log.warning("not deleting agent pool %s: it is not managed by gpu-provisioner", name)
                 return
-            if _state(pool) == InstanceState.DELETING:
-                return
             version = (pool.properties.e_tag if pool.properties else None) or None
-        guard: dict[str, Any] = {}
-        if version:
-            guard = {"etag": version, "match_condition": MatchConditions.IfNotModified}
         try:
-            await self._aks.agent_pools.begin_delete(
-                s.resource_group, s.cluster_name, name, polling=False, **guard, **ONE_ATTEMPT
+            await self._arm.delete_pool(name, version=version)
+        except NotFound:
+            return
+        except CloudError as e:
+            again = (
+                await self._arm.get_pool(name)
+                if e.code in ("PreconditionFailed", "OperationNotAllowed")
+                else None
             )
-        except Exception as e:
-            err = from_exception(e, retry_after_cap=s.retry_after_max_seconds)
-            if isinstance(err, NotFound):
-                return
-            if err.code == "PreconditionFailed":
-                if await self._get_pool(name) is None:
+            if e.code == "PreconditionFailed":
+                if again is None:
                     return  # gone meanwhile (If-Match fails on a missing pool too)
-                raise Transient(
-                    f"agent pool {name} changed since it was read; not deleted", "PreconditionFailed"
-                ) from e
-            if err.code == "OperationNotAllowed":
-                # Another operation runs on the pool: fine if it is a delete, else "still working"
-                # (AKS refuses a delete while the create runs; the caller retries with backoff).
-                again = await self._get_pool(name)
-                if again is None or _state(again) == InstanceState.DELETING:
-                    return
-            raise err from e
+                raise Transient(f"agent pool {name} changed since it was read; not deleted", e.code) from e
+            if e.code == "OperationNotAllowed" and (again is None or _state(again) == InstanceState.DELETING):
+                return  # a delete is already under way; otherwise AKS still creates it: retried later
+            raise
         finally:
             self._pools.invalidate()
         log.info("deleting agent pool %s", name)
@@ -234,36 +179,17 @@ class AzureCloud:
         """Put our tags on a predecessor's pool: the pool as read, PUT back with the tags added,
         only if its ETag still is ``instance.version`` (AKS updates tags in place)."""
         s = self.settings
-        pool = await self._get_pool(instance.name)
-        if pool is None:
+        pool = await self._arm.get_pool(instance.name)
+        if pool is None or pool.properties is None:
             raise NotFound(f"agent pool {instance.name!r} not found in cluster {s.cluster_name}", "NotFound")
-        props = pool.properties
-        if props is None:
-            raise Transient(f"agent pool {instance.name} has no properties", "MalformedResponse")
-        props.tags = {
-            **(props.tags or {}),
-            TAG_MANAGED_BY: MANAGED_BY_VALUE,
-            TAG_CLAIM_NAME: claim_name,
-            TAG_CLAIM_UID: claim_uid,
-            mapping.TAG_CLUSTER: s.cluster_name,
-        }
-        guard: dict[str, Any] = {}
-        if instance.version:
-            guard = {"etag": instance.version, "match_condition": MatchConditions.IfNotModified}
+        ours = {TAG_MANAGED_BY: MANAGED_BY_VALUE, TAG_CLAIM_NAME: claim_name, TAG_CLAIM_UID: claim_uid}
+        pool.properties.tags = {**_tags(pool), **ours, TAG_CLUSTER: s.cluster_name}
         log.info("adopting agent pool %s for claim %s (adding our tags)", instance.name, claim_name)
         try:
-            poller = await self._aks.agent_pools.begin_create_or_update(
-                s.resource_group, s.cluster_name, instance.name, pool, polling=False, **guard, **ONE_ATTEMPT
-            )
-        except Exception as e:
-            raise from_exception(e, retry_after_cap=s.retry_after_max_seconds) from e
+            updated = await self._arm.put_pool(instance.name, pool, version=instance.version)
         finally:
             self._pools.invalidate()
-        try:
-            updated: AgentPool | None = await poller.result()
-        except Exception:
-            updated = None
-        return await self._instance(updated if updated is not None and updated.properties else pool)
+        return await self._instance(updated or pool)
 
     async def quota_allows(self, instance_types: Sequence[str], capacity_type: CapacityType) -> bool:
         """Whether any of ``instance_types`` fits the vCPU quota now (the shared, cached reading)."""
@@ -294,8 +220,7 @@ class AzureCloud:
         return True, "ok"
 
     async def close(self) -> None:
-        await self._aks.close()
-        await self._compute.close()
+        await self._arm.close()
         if self._owns_credential:
             await self._credential.close()
 
@@ -311,7 +236,7 @@ class AzureCloud:
         """A create found a pool of that name: ours for this claim (a restart, or a create that
         is already under way) is returned as it is."""
         name = pool.name or mapping.instance_name(request.name)
-        tags = (pool.properties.tags if pool.properties else None) or {}
+        tags = _tags(pool)
         if tags.get(TAG_MANAGED_BY) != MANAGED_BY_VALUE:
             raise InstanceConflict(
                 f"agent pool {name!r} already exists in cluster {self.settings.cluster_name} and is not managed "
@@ -328,9 +253,10 @@ class AzureCloud:
         log.info("adopting existing agent pool %s for claim %s", name, request.claim_name)
         return await self._instance(pool)
 
-    async def _create_new(self, name: str, request: InstanceRequest) -> Instance:
+    async def _create_new(self, name: str, request: InstanceRequest, skus: dict[str, SkuFacts]) -> Instance:
+        """Try the candidates in order: skip what the SKU facts, zones and quota rule out (no ARM
+        write for them), PUT the first that passes, move on only after a capacity error."""
         s = self.settings
-        skus = await self._skus.get()
         requested_zones = mapping.aks_zones(request.zones, s.location)
         spot = request.capacity_type == CapacityType.SPOT
         failures: list[tuple[str, CloudError]] = []
@@ -342,7 +268,7 @@ class AzureCloud:
                     (candidate, InsufficientCapacity(unknown, "SkuNotAvailable", instance_type=candidate))
                 )
                 continue
-            zones, why_not = self._zones_for(facts, requested_zones)
+            zones, why_not = zones_for(facts, requested_zones, s.location, self.unavailable)
             if why_not is not None:
                 failures.append((facts.name, why_not))
                 continue
@@ -356,89 +282,31 @@ class AzureCloud:
                     failures.append((facts.name, e))
                     continue
             spec = mapping.build_pool(request, s, facts.name, facts, zones)
+            log.info("creating agent pool %s (%s, zones %s)", name, facts.name, list(zones) or "any")
             try:
-                pool = await self._put(spec)
+                accepted = await self._arm.put_pool(name, AgentPool(spec.body))
             except CloudError as e:
                 self._quota.release(name)  # nothing was created: the vCPUs are free again
-                if not isinstance(e, InsufficientCapacity | Transient):
+                if isinstance(e, InsufficientCapacity):
+                    self._remember_capacity_error(facts.name, zones, e)
+                    e.instance_type = e.instance_type or facts.name
+                    failures.append((facts.name, e))
+                    continue
+                if e.code != "OperationNotAllowed":
                     raise
-                failure = e
-            else:
-                return await self._instance(pool, facts)
-            if isinstance(failure, InsufficientCapacity):
-                self._remember_capacity_error(facts.name, zones, failure)
-                failure.instance_type = failure.instance_type or facts.name
-                failures.append((facts.name, failure))
-                continue
-            if failure.code != "OperationNotAllowed":
-                raise failure
-            # Someone (another replica, an earlier attempt) is already creating it.
-            existing = await self._get_pool(name)
-            if existing is None:
-                raise failure
-            return await self._existing(existing, request)
-        raise _all_failed(failures)
-
-    def _zones_for(
-        self, facts: SkuFacts, requested: tuple[str, ...]
-    ) -> tuple[tuple[str, ...], InsufficientCapacity | None]:
-        """The AKS zones to pin (empty: let AKS choose), or why this size cannot be used."""
-        loc = self.settings.location
-        if requested:
-            listed = [z for z in requested if facts.usable_in_zone(z)]
-            usable = self.unavailable.usable_zones(facts.name, listed)
-            if usable:
-                return usable, None
-            recently = bool(listed)
-            return (), InsufficientCapacity(
-                f"VM size {facts.name} is {'recently out of capacity' if recently else 'not available'} in zones "
-                f"{', '.join(f'{loc}-{z}' for z in requested)}",
-                "ZonalAllocationFailed" if recently else "SkuNotAvailable",
-                instance_type=facts.name,
-            )
-        if not facts.available:
-            return (), InsufficientCapacity(
-                f"VM size {facts.name} is not available to this subscription in {loc} "
-                f"({facts.restriction_reason or 'restricted'})",
-                "SkuNotAvailable",
-                instance_type=facts.name,
-            )
-        if self.unavailable.is_unavailable(facts.name):
-            return (), InsufficientCapacity(
-                f"VM size {facts.name} recently had no capacity in {loc}",
-                "AllocationFailed",
-                instance_type=facts.name,
-            )
-        return (), None
-
-    async def _put(self, spec: mapping.PoolSpec) -> AgentPool:
-        s = self.settings
-        log.info("creating agent pool %s (%s, zones %s)", spec.name, spec.vm_size, list(spec.zones) or "any")
-        try:
-            poller = await self._aks.agent_pools.begin_create_or_update(
-                s.resource_group,
-                s.cluster_name,
-                spec.name,
-                AgentPool(spec.body),
-                polling=False,
-                **ONE_ATTEMPT,
-            )
-        except Exception as e:
-            raise from_exception(e, retry_after_cap=s.retry_after_max_seconds) from e
-        finally:
-            self._pools.invalidate()
-        try:
-            pool: AgentPool = await poller.result()
-        except Exception:
-            pool = None  # type: ignore[assignment]
-        if pool is None or pool.properties is None:
-            pool = AgentPool(
-                {
-                    "name": spec.name,
-                    "properties": {**spec.body["properties"], "provisioningState": "Creating"},
-                }
-            )
-        return pool
+                # Someone (another replica, an earlier attempt) is already creating it.
+                existing = await self._arm.get_pool(name)
+                if existing is None:
+                    raise
+                return await self._existing(existing, request)
+            finally:
+                self._pools.invalidate()
+            creating = {
+                "name": name,
+                "properties": {**spec.body["properties"], "provisioningState": "Creating"},
+            }
+            return await self._instance(accepted or AgentPool(creating), facts)
+        raise all_failed(failures)
 
     def _remember_capacity_error(
         self, vm_size: str, zones: tuple[str, ...], err: InsufficientCapacity
@@ -450,46 +318,11 @@ class AzureCloud:
 
     # --- reads -------------------------------------------------------------------------------
 
-    async def _get_pool(self, name: str) -> AgentPool | None:
-        s = self.settings
-        try:
-            pool: AgentPool = await self._aks.agent_pools.get(
-                s.resource_group, s.cluster_name, name, **ONE_ATTEMPT
-            )
-        except Exception as e:
-            err = from_exception(e, retry_after_cap=s.retry_after_max_seconds)
-            if isinstance(err, NotFound):
-                return None
-            raise err from e
-        return pool
-
-    async def _load_pools(self) -> builtins.list[AgentPool]:
-        s = self.settings
-
-        async def collect() -> builtins.list[AgentPool]:
-            return [p async for p in self._aks.agent_pools.list(s.resource_group, s.cluster_name)]
-
-        return await self._read("list agent pools", collect)
-
     async def _load_skus(self) -> dict[str, SkuFacts]:
-        loc = self.settings.location
-
-        try:
-            entries = [
-                e
-                async for e in self._compute.resource_skus.list(filter=f"location eq '{loc}'", **ONE_ATTEMPT)
-            ]
-        except Exception as e:
-            raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
-        return index_skus(entries, loc)
+        return index_skus(await self._arm.list_skus(), self.settings.location)
 
     async def _load_usages(self) -> dict[str, UsageLimit]:
-        loc = self.settings.location
-
-        try:
-            return index_usages([u async for u in self._compute.usage.list(loc, **ONE_ATTEMPT)])
-        except Exception as e:
-            raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
+        return index_usages(await self._arm.list_usages())
 
     async def _sku_facts(self, vm_size: str) -> SkuFacts | None:
         try:
@@ -512,22 +345,9 @@ class AzureCloud:
         return instance
 
 
+def _tags(pool: AgentPool) -> dict[str, str]:
+    return dict((pool.properties.tags if pool.properties else None) or {})
+
+
 def _state(pool: AgentPool) -> InstanceState:
     return mapping.instance_state(pool.properties.provisioning_state if pool.properties else None)
-
-
-def _all_failed(failures: list[tuple[str, CloudError]]) -> CloudError:
-    """One error for a create where no candidate could be used."""
-    if len(failures) == 1:
-        return failures[0][1]
-    capacity = [e for _, e in failures if isinstance(e, InsufficientCapacity)]
-    quota = next((e for e in capacity if e.family), None)
-    details = "; ".join(f"{size}: {err}" for size, err in failures)
-    return InsufficientCapacity(
-        f"{ALL_INSTANCE_TYPES_UNAVAILABLE}: {details}",
-        capacity[0].code,
-        instance_type=capacity[0].instance_type,
-        family=quota.family if quota else None,
-        vcpus_needed=quota.vcpus_needed if quota else None,
-        vcpus_free=quota.vcpus_free if quota else None,
-    )

@@ -10,6 +10,7 @@ from enum import Enum
 from azure.mgmt.compute.models import ResourceSku
 
 from provisioner.cloud.azure.cache import Clock, ExpiringSet
+from provisioner.cloud.errors import InsufficientCapacity
 from provisioner.cloud.types import InstanceType
 
 #: Restriction reason Azure reports when the subscription may not use a size.
@@ -173,3 +174,35 @@ def to_instance_type(facts: SkuFacts, location: str, unavailable: UnavailableOff
         available=available,
         unavailable_reason=reason,
     )
+
+
+def zones_for(
+    facts: SkuFacts, requested: tuple[str, ...], location: str, unavailable: UnavailableOfferings
+) -> tuple[tuple[str, ...], InsufficientCapacity | None]:
+    """The AKS zones to pin (empty: let AKS choose), or why this size cannot be used."""
+    if requested:
+        listed = [z for z in requested if facts.usable_in_zone(z)]
+        usable = unavailable.usable_zones(facts.name, listed)
+        if usable:
+            return usable, None
+        recently = bool(listed)
+        return (), InsufficientCapacity(
+            f"VM size {facts.name} is {'recently out of capacity' if recently else 'not available'} in zones "
+            f"{', '.join(f'{location}-{z}' for z in requested)}",
+            "ZonalAllocationFailed" if recently else "SkuNotAvailable",
+            instance_type=facts.name,
+        )
+    if not facts.available:
+        return (), InsufficientCapacity(
+            f"VM size {facts.name} is not available to this subscription in {location} "
+            f"({facts.restriction_reason or 'restricted'})",
+            "SkuNotAvailable",
+            instance_type=facts.name,
+        )
+    if unavailable.is_unavailable(facts.name):
+        return (), InsufficientCapacity(
+            f"VM size {facts.name} recently had no capacity in {location}",
+            "AllocationFailed",
+            instance_type=facts.name,
+        )
+    return (), None

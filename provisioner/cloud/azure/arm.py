@@ -1,0 +1,143 @@
+"""The ARM calls the AKS provider makes, each classified into the cloud error taxonomy.
+
+Every call here is one attempt with azure-core's own retries off (``ONE_ATTEMPT``): calls made for a
+reconcile come back at once as ``Throttled`` (with the capped Retry-After) or ``Transient``, and the
+work queue retries the claim. Only ``list_pools`` — garbage collection and readiness, never a
+reconcile — retries, with ``ReadRetry``. All writes go out with polling off: they start the
+long-running operation and return.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.compute.models import ResourceSku, Usage
+from azure.mgmt.containerservice.aio import ContainerServiceClient
+from azure.mgmt.containerservice.models import AgentPool
+
+from provisioner.cloud.azure.errors import from_exception
+from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
+from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
+from provisioner.cloud.azure.settings import AzureSettings
+from provisioner.cloud.errors import NotFound
+
+_T = TypeVar("_T")
+
+#: azure-core options for a call made in a reconcile: no retry of its own (the work queue retries).
+ONE_ATTEMPT: dict[str, Any] = {"retry_total": 0}
+
+
+def if_match(version: str | None) -> dict[str, Any]:
+    """SDK keywords that make a write conditional on the resource's ETag (none without one)."""
+    return {"etag": version, "match_condition": MatchConditions.IfNotModified} if version else {}
+
+
+class Arm:
+    def __init__(
+        self, settings: AzureSettings, credential: AsyncTokenCredential, bucket: TokenBucket
+    ) -> None:
+        self.settings = s = settings
+        kwargs = self._client_kwargs(bucket)
+        self._aks = ContainerServiceClient(credential, s.subscription_id, **kwargs)
+        self._compute = ComputeManagementClient(credential, s.subscription_id, **kwargs)
+        self._read = ReadRetry(s.read_attempts, s.retry_backoff_seconds, s.retry_after_max_seconds)
+
+    def _client_kwargs(self, bucket: TokenBucket) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "base_url": s.arm_endpoint,
+            "credential_scopes": [s.credential_scope],
+            "retry_policy": CappedRetryPolicy(
+                retry_after_cap=s.retry_after_max_seconds,
+                retry_total=s.sdk_retry_total,
+                retry_backoff_factor=min(s.retry_backoff_seconds, 0.8),
+                retry_backoff_max=int(max(s.retry_after_max_seconds, 1)),
+            ),
+            "per_retry_policies": [RateLimitPolicy(bucket)],
+            "connection_timeout": s.http_timeout_seconds,
+            "read_timeout": s.http_timeout_seconds,
+            "logging_enable": False,
+        }
+        if s.ca_bundle:
+            kwargs["connection_verify"] = s.ca_bundle
+        return kwargs
+
+    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await call()
+        except Exception as e:
+            raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
+
+    # --- agent pools -----------------------------------------------------------------------------
+
+    async def get_pool(self, name: str) -> AgentPool | None:
+        s = self.settings
+        try:
+            pool: AgentPool = await self._call(
+                lambda: self._aks.agent_pools.get(s.resource_group, s.cluster_name, name, **ONE_ATTEMPT)
+            )
+        except NotFound:
+            return None
+        return pool
+
+    async def put_pool(self, name: str, pool: AgentPool, *, version: str | None = None) -> AgentPool | None:
+        """Start a create or update; the pool as ARM accepted it, if its answer had one."""
+        s = self.settings
+        poller = await self._call(
+            lambda: self._aks.agent_pools.begin_create_or_update(
+                s.resource_group,
+                s.cluster_name,
+                name,
+                pool,
+                polling=False,
+                **if_match(version),
+                **ONE_ATTEMPT,
+            )
+        )
+        try:
+            accepted: AgentPool | None = await poller.result()
+        except Exception:
+            return None  # accepted, but the answer carried no usable body
+        return accepted if accepted is not None and accepted.properties is not None else None
+
+    async def delete_pool(self, name: str, *, version: str | None = None) -> None:
+        s = self.settings
+        await self._call(
+            lambda: self._aks.agent_pools.begin_delete(
+                s.resource_group, s.cluster_name, name, polling=False, **if_match(version), **ONE_ATTEMPT
+            )
+        )
+
+    async def list_pools(self) -> builtins.list[AgentPool]:
+        s = self.settings
+
+        async def collect() -> builtins.list[AgentPool]:
+            return [p async for p in self._aks.agent_pools.list(s.resource_group, s.cluster_name)]
+
+        return await self._read("list agent pools", collect)
+
+    # --- compute ---------------------------------------------------------------------------------
+
+    async def list_skus(self) -> builtins.list[ResourceSku]:
+        loc = self.settings.location
+        return await self._call(
+            lambda: _collect(self._compute.resource_skus.list(filter=f"location eq '{loc}'", **ONE_ATTEMPT))
+        )
+
+    async def list_usages(self) -> builtins.list[Usage]:
+        return await self._call(
+            lambda: _collect(self._compute.usage.list(self.settings.location, **ONE_ATTEMPT))
+        )
+
+    async def close(self) -> None:
+        await self._aks.close()
+        await self._compute.close()
+
+
+async def _collect(items: AsyncIterator[_T]) -> builtins.list[_T]:
+    return [i async for i in items]
