@@ -220,7 +220,10 @@ def test_throttled_claims_back_off_without_delaying_the_others(
             times = _get_times(arm, name)
             gaps = [b - a for a, b in itertools.pairwise(times)]
             assert len(gaps) >= 5, (name, gaps)
-            assert all(b > a * 1.5 for a, b in itertools.pairwise(gaps)), (name, gaps)  # doubling
+            # Doubling (0.5, 1, 2, 4 ... s); the first gaps are short enough for a reconcile's own
+            # duration to blur them, so they are only required to grow.
+            assert all(b > a for a, b in itertools.pairwise(gaps)), (name, gaps)
+            assert all(b > a * 1.5 for a, b in itertools.pairwise(gaps[2:])), (name, gaps)
         warnings = {e["reason"] for e in events_for(cluster, throttled[0]) if e["type"] == "Warning"}
         assert "LaunchThrottled" in warnings, warnings
         for name in throttled + erroring:  # once ARM answers again, every claim launches

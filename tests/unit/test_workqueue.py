@@ -345,7 +345,8 @@ async def test_a_failing_key_backs_off_exponentially_and_success_resets_it(
         q.run_now("a")
     await settle(q)
     assert recorder.count("a") == 4
-    assert [round(d or 0, 1) for d in delays] == [0.5, 1.0, 2.0]
+    for seen, expected in zip(delays, [0.5, 1.0, 2.0], strict=True):
+        assert expected - 0.25 < (seen or 0) <= expected, delays  # read a moment after scheduling
     assert q.backoff.failures("a") == 0
 
 
