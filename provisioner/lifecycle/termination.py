@@ -12,6 +12,11 @@ from provisioner.cloud.errors import CloudError
 from provisioner.lifecycle.result import Event, EventType
 from provisioner.settings import Settings
 
+#: Why an instance is not ours to delete (it is untagged and not recognisably made for the claim).
+FOREIGN_INSTANCE = (
+    "it is not tagged as gpu-provisioner's and its node labels do not show it was made for this claim"
+)
+
 
 def drain_deadline(
     deleted_at: datetime.datetime | None, grace: float | None, settings: Settings

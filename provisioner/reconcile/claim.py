@@ -18,12 +18,12 @@ from provisioner.cloud.errors import NotFound
 from provisioner.cloud.provider import SupportsAdoption
 from provisioner.lifecycle import initialization, limits, liveness, registration
 from provisioner.lifecycle.result import DeleteClaim, Event, EventType, PatchNode, StepResult
-from provisioner.lifecycle.termination import foreign_instance
+from provisioner.lifecycle.termination import FOREIGN_INSTANCE, foreign_instance
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.launcher import Launcher
-from provisioner.termination.claim import FOREIGN_INSTANCE, ClaimTermination
+from provisioner.termination.claim import ClaimTermination
 from provisioner.workqueue import Outcome
 
 logger = logging.getLogger(__name__)

@@ -28,10 +28,6 @@ from provisioner.workqueue import DONE, Outcome
 
 logger = logging.getLogger(__name__)
 
-FOREIGN_INSTANCE = (
-    "it is not tagged as gpu-provisioner's and its node labels do not show it was made for this claim"
-)
-
 
 class ClaimTermination:
     def __init__(
@@ -81,7 +77,7 @@ class ClaimTermination:
         if verdict == InstanceOwnership.OTHER_CLAIM:
             return None  # the name now belongs to a newer claim's instance
         if verdict == InstanceOwnership.FOREIGN:
-            await ctx.publish(claim, (termination.not_deleted(name, FOREIGN_INSTANCE),))
+            await ctx.publish(claim, (termination.not_deleted(name, termination.FOREIGN_INSTANCE),))
             return None
         step = await instance.delete_step(
             ctx, found, self._poll(claim), functools.partial(ctx.publish, claim)
