@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.claims.dialects import DIALECTS, Dialect, dialect_of, key_of
+from provisioner.claims.dialects import DIALECTS, Dialect, key_of
 from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim, ClaimKey, ConditionType, Status
 from provisioner.cloud.errors import CloudError, Throttled
 from provisioner.cloud.provider import CloudProvider, SupportsQuota
@@ -304,22 +304,23 @@ class Controller:
                 self.queue.add(key_of(claim))
 
     async def resync(self) -> None:
-        """List claims and Nodes again: store what changed, forget what is gone."""
+        """List claims and Nodes again: store what changed, forget what is gone, and reconcile
+        what either touched, as the missed watch events would have."""
         kube = self.ctx.kube
         for dialect in DIALECTS.values():
             try:
                 bodies, version = await kube.list_with_version(dialect.resource)
             except NotFoundError:
                 continue  # the CRD is not installed
-            before = {c.uid: c.resource_version for c in self.store.claims()}
-            for claim in self.store.prune_claims(dialect, bodies, version):
+            changed, gone = self.store.prune_claims(dialect, bodies, version)
+            for claim in gone:
                 self._gone(claim)
-            for claim in self.store.claims():
-                if dialect_of(claim) is dialect and before.get(claim.uid) != claim.resource_version:
-                    self.queue.add(key_of(claim))
+            for claim in changed:
+                self.queue.add(key_of(claim))
         nodes, version = await kube.list_with_version(NODES)
-        for name in self.store.prune_nodes(nodes, version):
-            logger.debug("forgot node %s (gone since the last list)", name)
+        changed_nodes, gone_nodes = self.store.prune_nodes(nodes, version)
+        for node in (*changed_nodes, *gone_nodes):
+            self._route_node(node)
 
     async def list_claims(self) -> list[Claim]:
         """Every claim of every dialect, read from the API server (managed or not)."""

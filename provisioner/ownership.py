@@ -11,12 +11,13 @@ finalizers.
   node labels carry Kaito's signature (a workspace or RAG-engine label with the claim's value, plus a
   Karpenter provisioner or nodepool label) was made for this claim by a predecessor (the Go
   gpu-provisioner never tags its pools): it is adopted. Anything else is foreign and never deleted.
-* **Nodes.** Ours when they carry our mark, or are owned by a claim we manage.
+* **Nodes.** Ours to terminate on their own when they carry our mark (set at registration); the
+  repair brake counts the Nodes owned by claims we manage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -80,12 +81,6 @@ class Ownership:
 
     def node_marked(self, node: Node) -> bool:
         return ((node.get("metadata") or {}).get("annotations") or {}).get(MANAGED_BY_ANNOTATION) == self.name
-
-    def node_is_ours(self, node: Node, managed_claim_uids: Collection[str]) -> bool:
-        """Ours when marked, or owned by a claim we manage (nodes registered before the mark existed)."""
-        if self.node_marked(node):
-            return True
-        return any(uid in managed_claim_uids for uid in owner_uids(node))
 
 
 def kaito_signature(node_labels: Mapping[str, str], claim: Claim) -> bool:

@@ -161,9 +161,6 @@ class Store:
     def node(self, name: str) -> Body | None:
         return self._nodes.get(name)
 
-    def nodes(self) -> list[Body]:
-        return list(self._nodes.values())
-
     def nodes_of_instance(self, instance: str) -> list[Body]:
         return [self._nodes[n] for n in self._nodes_by_instance.get(instance)]
 
@@ -175,33 +172,45 @@ class Store:
 
     # -- relist -----------------------------------------------------------------------------------
 
-    def prune_claims(self, dialect: Dialect, listed: Iterable[Body], list_version: str) -> list[Claim]:
+    def prune_claims(
+        self, dialect: Dialect, listed: Iterable[Body], list_version: str
+    ) -> tuple[list[Claim], list[Claim]]:
         """After a full list: store what it shows, forget what it does not (unless we saw it
-        change after the list was taken). Returns the claims forgotten."""
+        change after the list was taken). Returns (the claims that changed, those forgotten)."""
         names = set()
+        changed = []
         for body in listed:
             names.add(str((body.get("metadata") or {}).get("name") or ""))
-            self.put_claim(dialect, body)
+            claim = self.put_claim(dialect, body)
+            if claim is not None:
+                changed.append(claim)
         gone = []
         for key, entry in list(self._claims.items()):
             if (key.group, key.kind) != (dialect.resource.group, dialect.kind) or key.name in names:
                 continue
-            if newer(entry.body, {"metadata": {"resourceVersion": list_version}}):
+            if _after_list(entry.body, list_version):
                 continue  # created after the list was taken
             removed = self.remove_claim(key)
             if removed is not None:
                 gone.append(removed)
-        return gone
+        return changed, gone
 
-    def prune_nodes(self, listed: Iterable[Body], list_version: str) -> list[str]:
+    def prune_nodes(self, listed: Iterable[Body], list_version: str) -> tuple[list[Body], list[Body]]:
+        """The same for Nodes: (the Nodes that changed, those forgotten)."""
         names = set()
+        changed = []
         for body in listed:
             names.add(str((body.get("metadata") or {}).get("name") or ""))
-            self.put_node(body)
+            if self.put_node(body):
+                changed.append(body)
         gone = []
         for name, body in list(self._nodes.items()):
-            if name in names or newer(body, {"metadata": {"resourceVersion": list_version}}):
+            if name in names or _after_list(body, list_version):
                 continue
             self.remove_node(name)
-            gone.append(name)
-        return gone
+            gone.append(body)
+        return changed, gone
+
+
+def _after_list(body: Body, list_version: str) -> bool:
+    return bool(newer(body, {"metadata": {"resourceVersion": list_version}}))

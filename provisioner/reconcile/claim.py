@@ -14,7 +14,6 @@ from typing import Any
 
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import MANAGED_BY_ANNOTATION, TERMINATION_FINALIZER, Claim, ConditionType
-from provisioner.cloud.errors import NotFound
 from provisioner.cloud.provider import SupportsAdoption
 from provisioner.lifecycle import initialization, limits, liveness, registration
 from provisioner.lifecycle.result import DeleteClaim, Event, EventType, PatchNode, StepResult
@@ -24,6 +23,7 @@ from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.launcher import Launcher
 from provisioner.termination.claim import ClaimTermination
+from provisioner.termination.instance import read as read_instance
 from provisioner.workqueue import Outcome
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,8 @@ class ClaimReconciler:
     async def _check_predecessor_instance(self, claim: Claim) -> None:
         ctx = self.ctx
         name = ctx.store.instance_of(claim)
-        try:
-            instance = await ctx.cloud_call("get", lambda: ctx.cloud.get(name))
-        except NotFound:
+        instance = await read_instance(ctx, name)
+        if instance is None:
             return  # garbage collection deletes a launched claim whose instance vanished
         verdict = ctx.ownership.instance(instance, claim, name)
         if verdict == InstanceOwnership.ADOPTABLE and isinstance(ctx.cloud, SupportsAdoption):

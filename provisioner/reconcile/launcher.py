@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 class _Memory:
     #: Failed launch attempts in a row, per claim UID (the capacity backoff grows with them).
     attempts: dict[str, int] = field(default_factory=dict)
-    #: Claims whose create this process sent and whose status may not show it yet.
+    #: Claims that passed the node/GPU limits and whose status may not show a create yet.
     in_flight: set[str] = field(default_factory=set)
     #: When this process first saw a claim's create in flight (for the launch time limit).
     creating_since: dict[str, datetime.datetime] = field(default_factory=dict)
@@ -156,7 +156,6 @@ class Launcher:
         ctx = self.ctx
         s = ctx.settings
         if not s.max_nodes and not s.max_gpus:
-            self.memory.in_flight.add(claim.uid)
             return None
         gpus_by_type: dict[str, int] = {}
         if s.max_gpus:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from provisioner.claims.dialects import parse_time
+
 Pod = Mapping[str, Any]
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -56,27 +58,14 @@ STUCK_TERMINATING_SECONDS = 60.0
 
 
 def _stuck(pod: Pod, now: datetime.datetime | None) -> bool:
-    when = (pod.get("metadata") or {}).get("deletionTimestamp")
-    if now is None or not isinstance(when, str):
-        return False
-    try:
-        since = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
-    except ValueError:
+    since = parse_time((pod.get("metadata") or {}).get("deletionTimestamp"))
+    if now is None or since is None:
         return False
     return (now - since).total_seconds() > STUCK_TERMINATING_SECONDS
 
 
 #: A pod's grace period when its spec does not say (the API server's default).
 DEFAULT_POD_GRACE_SECONDS = 30
-
-
-def _time(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def pod_grace(pod: Pod) -> int:
@@ -92,7 +81,7 @@ def _expiring(
     left = max(1, int((deadline - now).total_seconds()))
     out = []
     for p in pods:
-        deleted_at = _time((p.get("metadata") or {}).get("deletionTimestamp"))
+        deleted_at = parse_time((p.get("metadata") or {}).get("deletionTimestamp"))
         if deleted_at is None:
             if now >= deadline - datetime.timedelta(seconds=pod_grace(p)):
                 out.append((p, left))

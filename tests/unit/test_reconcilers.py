@@ -447,6 +447,20 @@ async def test_a_resync_forgets_claims_deleted_behind_the_watchs_back() -> None:
         await w.close()
 
 
+async def test_a_resync_brings_a_node_whose_watch_event_was_missed(world: World) -> None:
+    world.add_claim("nodeclaim", "wsmissed001", instance_type=A100)
+    await world.settle()
+    world.cloud.set_state("wsmissed001", InstanceState.RUNNING)
+    world.join_node("wsmissed001")
+    world.kube.events.clear()  # the watch missed the Node
+    world.fire_timers()
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsmissed001")["Registered"]["status"] != "True"
+    await world.resync()
+    await world.settle()
+    assert world.conditions("nodeclaim", "wsmissed001")["Ready"]["status"] == "True"
+
+
 async def test_status_writes_keep_conditions_written_by_others(world: World) -> None:
     body = world.add_claim("nodeclaim", "wsdrift0001", instance_type=A100)
     body["status"] = {

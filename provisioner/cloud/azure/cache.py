@@ -45,15 +45,6 @@ class TtlValue(Generic[_T]):
         self._value = None
         self._generation += 1
 
-    def peek(self) -> _T | None:
-        """The cached value, fresh or not, without loading."""
-        return self._value
-
-    def update(self, value: _T) -> None:
-        """Replace the cached value without changing its age (e.g. to account for our own writes)."""
-        if self._loaded_at is not None:
-            self._value = value
-
     async def get(self, *, max_age: float | None = None) -> _T:
         """The value, loading it if older than ``ttl`` (or ``max_age`` when given)."""
         limit = self._ttl if max_age is None else min(max_age, self._ttl)
