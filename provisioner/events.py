@@ -20,12 +20,15 @@ from provisioner.claims.model import Claim
 from provisioner.kube import EVENTS, ApiError
 from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle.result import Event, EventType
+from provisioner.redact import redact
 
 logger = logging.getLogger(__name__)
 
 #: Cluster-scoped objects have their events in this namespace (as kubectl describe expects).
 EVENT_NAMESPACE = "default"
 COMPONENT = "gpu-provisioner"
+#: The API server refuses longer Event messages.
+MAX_EVENT_MESSAGE = 1024
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class EventRecorder:
                 "resourceVersion": target.resource_version,
             },
             "reason": event.reason,
-            "message": event.message[:1024],
+            "message": redact(event.message)[:MAX_EVENT_MESSAGE],
             "type": event.type.value,
             "source": {"component": COMPONENT, "host": self._host},
             "reportingComponent": COMPONENT,

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable
 
-FIELDS = ("claim", "kind", "pool", "node", "reason")
+from provisioner.redact import MIN_SECRET_LENGTH, redact, register_secret
 
-_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWTs
-    re.compile(
-        r"(?i)((?:access_token|refresh_token|client_secret|client_assertion)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
-    ),
-)
-REDACTED = "***"
+FIELDS = ("claim", "kind", "pool", "node", "reason")
 
 
 class SecretRedactingFilter(logging.Filter):
@@ -35,18 +27,14 @@ class SecretRedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 4]
+        self._secrets = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
 
     def add_secret(self, secret: str) -> None:
-        if secret and len(secret) >= 4 and secret not in self._secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in self._secrets:
             self._secrets.append(secret)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
-        return text
+        return redact(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -98,6 +86,8 @@ def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     """Log to stderr in ``fmt``; tokens and the given secret values are masked in every record."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    for secret in secrets:
+        register_secret(secret)  # masked in condition messages and Events too
     handler.addFilter(SecretRedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, Context, Decimal, localcontext
 
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
@@ -42,6 +42,12 @@ def parse_quantity(value: str | int | float) -> Decimal:
             return Decimal(number) * _SUFFIXES[suffix]
         except ArithmeticError as e:
             raise ValueError(f"{value!r} is not a Kubernetes quantity") from e
+
+
+def ceil_units(value: Decimal, unit: Decimal) -> int:
+    """How many whole ``unit`` cover ``value`` (rounded up), for any value ``parse_quantity`` returns."""
+    with localcontext(_WIDE):
+        return int((value / unit).to_integral_value(rounding=ROUND_CEILING))
 
 
 def is_zero(value: str) -> bool:

@@ -29,6 +29,7 @@ from provisioner.claims.model import (
 )
 from provisioner.cloud.types import Taint, TaintEffect
 from provisioner.kube import Resource
+from provisioner.redact import redact
 
 MACHINES = Resource("karpenter.sh", "v1alpha5", "machines")
 NODECLAIMS = Resource("karpenter.sh", "v1", "nodeclaims")
@@ -200,7 +201,7 @@ class Dialect:
         body: dict[str, Any] = {"type": self.condition_names[c.type], "status": c.status.value}
         if c.last_transition_time is not None:
             body["lastTransitionTime"] = format_time(c.last_transition_time)
-        message = c.message[:MAX_CONDITION_MESSAGE]
+        message = redact(c.message)[:MAX_CONDITION_MESSAGE]
         if self.knative:
             if c.type == ConditionType.INSTANCE_TERMINATING:
                 body["severity"] = "Info"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from provisioner.claims.dialects import dialect_of, parse_taints, taint_body
+from provisioner.claims.dialects import dialect_of, parse_taints, parse_time, taint_body
 from provisioner.claims.model import (
     ANNOTATION_PREFIX,
     MANAGED_BY_ANNOTATION,
@@ -49,11 +49,17 @@ def owned_by(node: Node, claim: Claim) -> bool:
     return any(o.get("uid") == claim.uid for o in _meta(node).get("ownerReferences") or ())
 
 
+def _older_than(node: Node, claim: Claim) -> bool:
+    created = parse_time(_meta(node).get("creationTimestamp"))
+    return created is not None and claim.creation_timestamp is not None and created < claim.creation_timestamp
+
+
 def find_node(instance_nodes: Iterable[Node], claim: Claim) -> Node | None:
     """The claim's Node among the Nodes of its instance: the one with the claim's providerID, else
     the one it owns, else any — preferring one that is not being deleted (a replacement may join
-    while the old one drains)."""
-    nodes = list(instance_nodes)
+    while the old one drains). A Node older than the claim is never its node: the claim's instance
+    did not exist yet (both times come from the API server's clock)."""
+    nodes = [n for n in instance_nodes if not _older_than(n, claim)]
 
     def rank(n: Node) -> tuple[bool, bool, bool]:
         provider_id = (n.get("spec") or {}).get("providerID") or ""

@@ -14,8 +14,9 @@ from provisioner.claims.model import (
     ZONE_LABEL,
     Claim,
 )
-from provisioner.cloud.types import CapacityType, InstanceRequest
-from provisioner.quantity import GIB, parse_quantity
+from provisioner.claims.validation import label_key_problem, label_value_problem, taint_problem
+from provisioner.cloud.types import CapacityType, InstanceRequest, Taint
+from provisioner.quantity import GIB, ceil_units, parse_quantity
 from provisioner.settings import Settings
 
 #: Below this an OS disk request is ignored (the cloud's default size is used), with a warning.
@@ -71,17 +72,12 @@ def _os_disk_gib(claim: Claim) -> tuple[int | None, str | None]:
         if value <= 0:
             raise InvalidClaim("InvalidStorageRequest", f"resources.requests.{key}={raw} must be positive")
         bare_gib = str(raw).strip().isdigit() and value < _BARE_NUMBER_GIB_LIMIT
-        if (value if bare_gib else value / GIB) > MAX_OS_DISK_GIB:
+        if value > (MAX_OS_DISK_GIB if bare_gib else MAX_OS_DISK_GIB * GIB):
             raise InvalidClaim(
                 "InvalidStorageRequest",
                 f"resources.requests.{key}={raw} is larger than the largest OS disk ({MAX_OS_DISK_GIB} GiB)",
             )
-        gib = int(value) if bare_gib else int((value + GIB - 1) // GIB)
-        if gib > MAX_OS_DISK_GIB:
-            raise InvalidClaim(
-                "InvalidStorageRequest",
-                f"resources.requests.{key}={raw} is {gib} GiB; the OS disk can be at most {MAX_OS_DISK_GIB} GiB",
-            )
+        gib = int(value) if bare_gib else ceil_units(value, GIB)
         if gib < MIN_OS_DISK_GIB:
             return None, (
                 f"resources.requests.{key}={raw} is below {MIN_OS_DISK_GIB} GiB; using the cloud's default OS disk size"
@@ -119,6 +115,35 @@ def node_labels(claim: Claim) -> dict[str, str]:
     return labels
 
 
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _checked_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        problem = label_key_problem(key)
+        if problem is None:
+            problem = label_value_problem(value)
+            where = f"label {_short(key)}={_short(value)}"
+        else:
+            where = f"label key {_short(key)}"
+        if problem is not None:
+            raise InvalidClaim("InvalidLabel", f"{where} is not a valid Kubernetes label: {problem}")
+    return labels
+
+
+def _checked_taints(claim: Claim) -> tuple[Taint, ...]:
+    for field, taints in (("taints", claim.taints), ("startupTaints", claim.startup_taints)):
+        for t in taints:
+            problem = taint_problem(t)
+            if problem is not None:
+                raise InvalidClaim(
+                    "InvalidTaint",
+                    f"spec.{field}: taint {_short(t.key)}={_short(t.value)}:{t.effect} is not valid: {problem}",
+                )
+    return tuple(dict.fromkeys((*claim.taints, *claim.startup_taints)))
+
+
 def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedRequest:
     """The request to send to the cloud; raises :class:`InvalidClaim` for specs that can never work."""
     candidates = instance_type_candidates(claim)
@@ -143,8 +168,8 @@ def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedReq
         claim_uid=claim.uid,
         name=instance_name,
         instance_types=candidates,
-        labels=node_labels(claim),
-        taints=tuple(dict.fromkeys((*claim.taints, *claim.startup_taints))),
+        labels=_checked_labels(node_labels(claim)),
+        taints=_checked_taints(claim),
         os_disk_size_gib=disk,
         image_family=family.lower() if family else None,
         zones=_zones(claim),

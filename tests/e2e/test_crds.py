@@ -280,6 +280,14 @@ NODECLAIM_REJECTIONS: dict[str, tuple[Callable[[Obj], None], list[str]]] = {
         lambda c: c["spec"]["taints"].append({"key": "sku", "value": "gpu", "effect": "NoWhere"}),
         ["spec.taints[1].effect", 'Unsupported value: "NoWhere"'],
     ),
+    "requirement value that is not a label value": (
+        lambda c: _requirement(c, key="example.com/team", operator="In", values=["café"]),
+        ["spec.requirements[4].values[0]", "should match"],
+    ),
+    "requirement value longer than a label value": (
+        lambda c: _requirement(c, key="example.com/team", operator="In", values=["x" * 64]),
+        ["spec.requirements[4].values[0]", "may not be more than 63"],
+    ),
     "taint without key": (
         lambda c: c["spec"]["taints"].append({"effect": "NoSchedule"}),
         ["spec.taints[1].key", "Required value"],
@@ -326,6 +334,16 @@ MACHINE_REJECTIONS: dict[str, tuple[Callable[[Obj], None], list[str]]] = {
     "taint without effect": (
         lambda m: m["spec"]["taints"][0].pop("effect"),
         ["spec.taints[0].effect", "Required value"],
+    ),
+    "taint with an unknown effect": (
+        lambda m: m["spec"]["taints"][0].update(effect="noschedule"),
+        ["spec.taints[0].effect", 'Unsupported value: "noschedule"'],
+    ),
+    "requirement value that is not a label value": (
+        lambda m: m["spec"]["requirements"].append(
+            {"key": "example.com/t", "operator": "In", "values": ["a b"]}
+        ),
+        ["spec.requirements[5].values[0]", "should match"],
     ),
     "storage request that is not a quantity": (
         lambda m: m["spec"]["resources"]["requests"].update(storage="120 GB"),

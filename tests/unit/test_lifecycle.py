@@ -233,7 +233,7 @@ def test_integer_storage_request_is_gib() -> None:
     assert prepare(claim_of(MACHINE, as_int), NAME, DEFAULTS).request.os_disk_size_gib == 400
 
 
-@pytest.mark.parametrize("storage", ["10Gi", "29Gi", "1Mi", "20"])
+@pytest.mark.parametrize("storage", ["10Gi", "29Gi", "1Mi", "20", "1e-99999999"])
 def test_small_storage_request_uses_default_disk_with_warning(storage: str) -> None:
     prepared = prepare(machine(storage=storage), NAME, DEFAULTS)
     assert prepared.request.os_disk_size_gib is None
@@ -258,6 +258,10 @@ def test_small_storage_request_uses_default_disk_with_warning(storage: str) -> N
         # Valid per the CRD's quantity pattern, absurdly large: must be a clear InvalidClaim, not a crash.
         "1e40",
         "1" + "0" * 40,
+        # Exponents past what Decimal's default context can divide by a GiB.
+        "1e1000010",
+        "5e99999999",
+        "1e1.5",
     ],
 )
 def test_invalid_storage_request_is_invalid_claim(storage: str) -> None:
@@ -266,6 +270,22 @@ def test_invalid_storage_request_is_invalid_claim(storage: str) -> None:
     assert e.value.reason == "InvalidStorageRequest"
     assert REASON.match(e.value.reason)
     assert storage in e.value.message or "storage" in e.value.message
+
+
+#: The quantity pattern of the Karpenter CRDs' resources.requests: what the API server lets through.
+CRD_QUANTITY = r"\A(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?\Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(CRD_QUANTITY))
+def test_any_storage_the_crd_accepts_is_sized_or_invalid_never_a_crash(storage: str) -> None:
+    try:
+        disk = prepare(machine(storage=storage), NAME, DEFAULTS).request.os_disk_size_gib
+    except InvalidClaim as e:
+        assert e.reason == "InvalidStorageRequest"
+        assert storage in e.message
+    else:
+        assert disk is None or 30 <= disk <= 2048
 
 
 def test_ephemeral_storage_sizes_disk_when_storage_is_absent() -> None:
@@ -396,6 +416,73 @@ def test_startup_taints_are_put_on_the_instance_once() -> None:
 
     r = prepare(claim_of(NODECLAIM, add), NAME, DEFAULTS).request
     assert r.taints == (GPU_TAINT, Taint("nvidia.com/gpu-driver", "", "NoSchedule"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("example.com/team", "café"),  # not ASCII
+        ("example.com/team", "a b"),
+        ("example.com/team", "x" * 64),  # longer than 63
+        ("example.com/team", "-starts-with-dash"),
+        ("example.com/team", "ends."),
+        ("bad key", "v"),
+        ("Example.COM/team", "v"),  # the prefix is a lowercase DNS subdomain
+        ("example.com/" + "k" * 64, "v"),  # the name part is at most 63
+        ("/team", "v"),  # empty prefix
+        ("example.com/", "v"),  # empty name
+        ("a/b/c", "v"),
+        ("x" * 250 + ".com/team", "v"),  # prefix longer than 253
+    ],
+)
+@pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=["machine", "nodeclaim"])
+def test_a_label_kubernetes_would_refuse_is_an_invalid_claim(dialect: Dialect, key: str, value: str) -> None:
+    """A single-valued ``In`` requirement becomes a node label: it must be one the API server takes."""
+    reqs = [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [A100]}]
+    reqs.append({"key": key, "operator": "In", "values": [value]})
+    with pytest.raises(InvalidClaim) as e:
+        prepare(claim_of(dialect, _set_requirements(*reqs)), NAME, DEFAULTS)
+    assert e.value.reason == "InvalidLabel"
+    assert repr(key)[:40] in e.value.message or key[:40] in e.value.message
+
+
+def test_labels_at_the_limits_kubernetes_allows_are_valid() -> None:
+    reqs = [
+        {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [A100]},
+        {"key": "a" * 63 + "." + "b" * 63 + "/" + "K" * 63, "operator": "In", "values": ["V" * 63]},
+        {"key": "plain_Name-1.x", "operator": "In", "values": [""]},
+        # Not single-valued: never written as a label, so never judged as one.
+        {"key": "example.com/zone", "operator": "In", "values": ["a b", "c"]},
+        {"key": "example.com/other", "operator": "NotIn", "values": ["café"]},
+    ]
+    labels = prepare(claim_of(NODECLAIM, _set_requirements(*reqs)), NAME, DEFAULTS).request.labels
+    assert labels["plain_Name-1.x"] == ""
+    assert "example.com/zone" not in labels
+
+
+@pytest.mark.parametrize(
+    "taint",
+    [
+        {"key": "sku", "value": "gpu", "effect": "Bogus"},
+        {"key": "sku", "value": "gpu", "effect": "noschedule"},
+        {"key": "has space", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "k" * 300, "effect": "NoSchedule"},
+        {"key": "sku", "value": "café", "effect": "NoExecute"},
+        {"key": "sku", "value": "v" * 64, "effect": "NoExecute"},
+    ],
+)
+@pytest.mark.parametrize("field", ["taints", "startupTaints"])
+@pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=["machine", "nodeclaim"])
+def test_a_taint_kubernetes_would_refuse_is_an_invalid_claim(
+    dialect: Dialect, field: str, taint: dict[str, str]
+) -> None:
+    def add(body: dict[str, Any]) -> None:
+        body["spec"][field] = [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}, taint]
+
+    with pytest.raises(InvalidClaim) as e:
+        prepare(claim_of(dialect, add), NAME, DEFAULTS)
+    assert e.value.reason == "InvalidTaint"
+    assert field in e.value.message
 
 
 def test_node_labels_claim_labels_win_over_requirements() -> None:

@@ -557,3 +557,81 @@ def test_one_claim_read_through_two_api_versions_is_one_key() -> None:
         is not None
     )
     assert [c.name for c in store.claims()] == ["ws1"]
+
+
+@pytest.mark.parametrize("kind", ["machine", "nodeclaim"])
+@pytest.mark.parametrize(
+    ("where", "item", "reason"),
+    [
+        ("requirements", {"key": "example.com/team", "operator": "In", "values": ["café"]}, "InvalidLabel"),
+        ("requirements", {"key": "bad key", "operator": "In", "values": ["v"]}, "InvalidLabel"),
+        ("taints", {"key": "sku", "value": "gpu", "effect": "Bogus"}, "InvalidTaint"),
+        ("startupTaints", {"key": "k" * 300, "effect": "NoSchedule"}, "InvalidTaint"),
+    ],
+)
+async def test_a_label_or_taint_kubernetes_refuses_stops_the_claim_before_any_cloud_call(
+    world: World, kind: str, where: str, item: dict[str, Any], reason: str
+) -> None:
+    body = world.add_claim(kind, "wsbadinput1", instance_type=A100)
+    body["spec"].setdefault(where, []).append(item)
+    world.kube.put(RESOURCES[kind], body)
+    await world.settle()
+    launched = world.conditions(kind, "wsbadinput1")[CONDITION_NAMES[kind][0]]
+    assert (launched["status"], launched["reason"]) == ("False", reason), launched
+    assert "LaunchFailed" in world.event_reasons("wsbadinput1")
+    assert world.cloud.count("create") == 0
+    # It stays that way: the claim is not retried into the cloud.
+    world.advance(600)
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("create") == 0
+
+
+@pytest.mark.parametrize("kind", ["machine", "nodeclaim"])
+async def test_a_node_that_existed_before_the_claim_is_never_its_node(world: World, kind: str) -> None:
+    """A Node someone made earlier with the pool's label and a providerID of the pool's scale set
+    (a leftover of an earlier pool of that name) is not the claim's node: the one that joins is."""
+    impostor = world.join_node("wsimpostor1", name="aks-wsimpostor1-11111111-vmss000000")
+    world.advance(5)
+    world.add_claim(kind, "wsimpostor1", instance_type=A100)
+    await world.settle()
+    world.advance(30)
+    await world.settle()
+    registered = CONDITION_NAMES[kind][1]
+    assert world.conditions(kind, "wsimpostor1")[registered]["status"] != "True"
+    untouched = world.node(impostor["metadata"]["name"]) or {}
+    assert not untouched["metadata"].get("ownerReferences")
+    assert not untouched["metadata"].get("finalizers")
+
+    world.cloud.set_state("wsimpostor1", InstanceState.RUNNING)
+    world.advance(60)
+    real = world.join_node("wsimpostor1")
+    await world.settle()
+    conditions = world.conditions(kind, "wsimpostor1")
+    assert conditions["Ready"]["status"] == "True", conditions
+    body = world.claim(kind, "wsimpostor1") or {}
+    assert body["status"]["nodeName"] == real["metadata"]["name"]
+    assert not (world.node(impostor["metadata"]["name"]) or {})["metadata"].get("ownerReferences")
+
+
+@pytest.mark.parametrize("kind", ["machine", "nodeclaim"])
+async def test_secrets_in_cloud_errors_never_reach_conditions_or_events(world: World, kind: str) -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJncHUtcHJvdmlzaW9uZXIifQ.c2lnbmF0dXJlLXZhbHVl"
+    leaky = (
+        f"token request failed: Authorization: Bearer abcDEF123456789 client_secret=hunter2-value "
+        f"client_assertion={jwt} " + "x" * 2000
+    )
+    world.cloud.errors["create"] = [InsufficientCapacity(leaky, "QuotaExceeded"), Transient(leaky, "Boom")]
+    world.add_claim(kind, "wsleaky0001", instance_type=A100)
+    await world.settle()
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("create") >= 2
+    body = world.claim(kind, "wsleaky0001") or {}
+    written = [c.get("message", "") for c in body["status"]["conditions"]]
+    written += [e["message"] for e in world.events("wsleaky0001")]
+    assert any("***" in text for text in written), written
+    for text in written:
+        for secret in ("abcDEF123456789", "hunter2-value", jwt, jwt[:20]):
+            assert secret not in text, text
+        assert len(text) <= 1024

@@ -20,7 +20,8 @@ from azure.identity.aio import (
 )
 
 from provisioner.cloud.azure.settings import AzureSettings
-from provisioner.logs import REDACTED, SecretRedactingFilter  # log redaction lives with the log setup
+from provisioner.logs import SecretRedactingFilter  # log redaction lives with the log setup
+from provisioner.redact import REDACTED
 
 _KNOWN_AUTHORITIES = {
     h.rstrip("/").removeprefix("https://")

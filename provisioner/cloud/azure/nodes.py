@@ -28,17 +28,16 @@ def provider_id_prefix(settings: AzureSettings, pool_name: str) -> str:
 
 
 def pool_of_node(settings: AzureSettings, node: Mapping[str, Any]) -> str | None:
-    """The agent pool a Node belongs to: its agent-pool label, if its providerID (when it has one
-    yet) names a scale set of that pool in this cluster's node resource group."""
+    """The agent pool a Node belongs to: its agent-pool label, if its providerID names a scale set
+    of that pool in this cluster's node resource group.
+
+    The label alone proves nothing (anyone can set it): a Node without a providerID yet belongs to
+    no pool until the cloud node manager sets one, as Karpenter matches nodes by providerID only.
+    """
     labels = (node.get("metadata") or {}).get("labels") or {}
     pool = next((str(labels[k]) for k in POOL_LABELS if labels.get(k)), None)
-    if pool is None:
-        return None
     provider_id = str((node.get("spec") or {}).get("providerID") or "")
-    if provider_id:
-        if not provider_id.lower().startswith(provider_id_prefix(settings, pool).lower()):
-            return None
-        m = _VMSS_IN_PROVIDER_ID.search(provider_id)
-        if m is None or m.group("pool").lower() != pool.lower():
-            return None
-    return pool
+    if pool is None or not provider_id.lower().startswith(provider_id_prefix(settings, pool).lower()):
+        return None
+    m = _VMSS_IN_PROVIDER_ID.search(provider_id)
+    return pool if m is not None and m.group("pool").lower() == pool.lower() else None
