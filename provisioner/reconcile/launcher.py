@@ -48,9 +48,34 @@ class Launcher:
     def holds_instance(self, claim: Claim) -> bool:
         return claim.uid in self.memory.in_flight or limits.holds_instance(claim)
 
+    def _check_name_is_free(self, claim: Claim, instance_name: str) -> None:
+        """Two live claims of ours that map to one instance name (a Machine and a NodeClaim of one
+        name): the one created first has it, the other is told at once instead of waiting forever."""
+        ctx = self.ctx
+
+        def age(c: Claim) -> tuple[datetime.datetime, str, str]:
+            return (c.creation_timestamp or ctx.clock(), c.dialect, c.uid)
+
+        rivals = [
+            c
+            for c in ctx.store.claims_of_instance(instance_name)
+            if c.uid != claim.uid
+            and not c.deleting
+            and ctx.ownership.claim_is_ours(c)
+            and age(c) < age(claim)
+        ]
+        if rivals:
+            rival = rivals[0]
+            raise InvalidClaim(
+                "InstanceNameInUse",
+                f"{dialect_of(rival).kind} {rival.name} already uses instance {instance_name}; "
+                "rename this claim (a Machine and a NodeClaim of the same name cannot both be provisioned)",
+            )
+
     async def launch(self, claim: Claim, instance_name: str, *, node_joined: bool) -> StepResult:
         ctx, memory = self.ctx, self.memory
         try:
+            self._check_name_is_free(claim, instance_name)
             prepared = prepare(claim, instance_name, ctx.settings)
         except InvalidClaim as e:
             ctx.metrics.claim_launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()

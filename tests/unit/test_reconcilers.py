@@ -635,3 +635,26 @@ async def test_secrets_in_cloud_errors_never_reach_conditions_or_events(world: W
         for secret in ("abcDEF123456789", "hunter2-value", jwt, jwt[:20]):
             assert secret not in text, text
         assert len(text) <= 1024
+
+
+async def test_a_machine_and_a_nodeclaim_of_one_name_do_not_fight_over_one_instance(world: World) -> None:
+    """Both map to the same instance name: the later one is told so at once, with no cloud call."""
+    world.add_claim("machine", "wstwin00001", instance_type=A100)
+    await world.settle()
+    world.advance(2)
+    world.add_claim("nodeclaim", "wstwin00001", instance_type=A100)
+    await world.settle()
+    launched = world.conditions("nodeclaim", "wstwin00001")["Launched"]
+    assert (launched["status"], launched["reason"]) == ("False", "InstanceNameInUse"), launched
+    assert "Machine wstwin00001" in launched["message"]
+    assert world.cloud.count("create") == 1
+    assert world.event_reasons("wstwin00001").count("LaunchFailed") == 1
+
+    # The Machine is unaffected and becomes Ready on the instance.
+    world.cloud.set_state("wstwin00001", InstanceState.RUNNING)
+    world.join_node("wstwin00001")
+    await world.settle()
+    assert world.conditions("machine", "wstwin00001")["Ready"]["status"] == "True"
+    machine_uid = (world.claim("machine", "wstwin00001") or {})["metadata"]["uid"]
+    assert world.cloud.instances["wstwin00001"].tags[TAG_CLAIM_UID] == machine_uid
+    assert world.conditions("nodeclaim", "wstwin00001")["Launched"]["reason"] == "InstanceNameInUse"
