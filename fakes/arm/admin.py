@@ -6,7 +6,8 @@
                                              ``status``, ``since`` (sequence number)
 ``DELETE /_fake/requests``                   clear the request log
 ``GET|POST|DELETE /_fake/faults``            list / add (one rule, a list, or ``{"faults": [...]}``)
-                                             / remove all fault rules
+                                             / remove all fault rules; a ``corrupt`` rule lists
+                                             ``kinds_applied`` (see ``fakes.arm.corruption``)
 ``DELETE /_fake/faults/{id}``                remove one rule
 ``GET /_fake/quota?location=&subscription=`` limits and usage per quota family
 ``POST /_fake/quota``                        ``{"location", "limits": {family: n}, "baseline": {...}}``

@@ -2,33 +2,42 @@
 
 Two kinds of rule, both JSON-friendly (``/_fake/faults``, the ``faults`` list of the config file):
 
-* **http** rules act on a request before it reaches its handler, matched by method and a path
-  regex: ``throttle`` (429 + ``Retry-After``), ``error`` (any status, ARM body), ``drop`` (close the
-  connection without answering) and ``delay`` (answer late).
+* **http** rules act on a request, matched by method and a path regex: ``throttle`` (429 +
+  ``Retry-After``), ``error`` (any status, ARM body), ``drop`` (close the connection without
+  answering), ``delay`` (answer late) and ``corrupt`` (a malformed answer, one of the ``kinds`` in
+  ``fakes.arm.corruption.KINDS``, all of them by default, taken in a seeded cycle).
 * **pool** rules act on agent pool operations, matched by operation and glob patterns on the pool
   name and vmSize: ``reject`` (the PUT/DELETE itself fails with an ARM error), ``fail`` (the
   long-running operation fails late: provisioningState Failed, operation status Failed), ``stuck``
   (the operation never finishes) and ``latency`` (the operation takes this long).
 
 Every rule may be limited to ``count`` applications (``None``: until removed) after letting
-``after`` matching calls through.
+``after`` matching calls through. An http rule may fire for only a share of its matches: ``ratio``
+(0 to 1, e.g. 0.2) decided by a random generator seeded with ``seed``, so a run is reproducible.
+
+A corruption rule for a fifth of all ARM answers, every kind::
+
+    {"action": "corrupt", "path": "^/subscriptions/", "ratio": 0.2, "seed": 7}
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
+import random
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-HttpAction = Literal["throttle", "error", "drop", "delay"]
+from fakes.arm.corruption import KINDS, KindCycle
+
+HttpAction = Literal["throttle", "error", "drop", "delay", "corrupt"]
 PoolAction = Literal["reject", "fail", "stuck", "latency"]
 PoolOperation = Literal["create", "update", "delete"]
 
-HTTP_ACTIONS: frozenset[str] = frozenset({"throttle", "error", "drop", "delay"})
+HTTP_ACTIONS: frozenset[str] = frozenset({"throttle", "error", "drop", "delay", "corrupt"})
 POOL_ACTIONS: frozenset[str] = frozenset({"reject", "fail", "stuck", "latency"})
 POOL_OPERATIONS: frozenset[str] = frozenset({"create", "update", "delete"})
 
@@ -56,12 +65,12 @@ class _Budget:
     def exhausted(self) -> bool:
         return self.count is not None and self.applied >= self.count
 
-    def take(self) -> bool:
-        """Record a match; True if the rule fires for it."""
+    def take(self, chance: Callable[[], bool] = lambda: True) -> bool:
+        """Record a match; True if the rule fires for it (and ``chance()`` agrees)."""
         if self.exhausted:
             return False
         self.matched += 1
-        if self.matched <= self.after:
+        if self.matched <= self.after or not chance():
             return False
         self.applied += 1
         return True
@@ -79,12 +88,40 @@ class HttpFault:
     delay: float = 0.0
     count: int | None = None
     after: int = 0
+    #: ``corrupt`` only: the kinds to cycle through (default: all of ``corruption.KINDS``).
+    kinds: list[str] | None = None
+    ratio: float = 1.0
+    seed: int | None = None
     id: str = field(default_factory=_new_id)
     budget: _Budget = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.budget = _Budget(self.count, self.after)
         self._path_re = _compile(self.path)
+        if not isinstance(self.ratio, int | float) or not 0.0 <= self.ratio <= 1.0:
+            raise FaultSpecError(f"ratio must be a number from 0 to 1, not {self.ratio!r}")
+        if self.kinds is not None and self.action != "corrupt":
+            raise FaultSpecError("'kinds' is for the 'corrupt' action only")
+        if self.action == "corrupt":
+            if self.kinds is not None and (
+                not isinstance(self.kinds, list) or not self.kinds or set(self.kinds) - set(KINDS)
+            ):
+                raise FaultSpecError(f"'kinds' must be a non-empty list of {list(KINDS)}, not {self.kinds!r}")
+            self.kinds = list(self.kinds or KINDS)
+        self.rng = random.Random(self.seed)
+        self._cycle = KindCycle(self.kinds or (), self.rng)
+        #: How often each corruption kind was applied.
+        self.kinds_applied: dict[str, int] = {}
+
+    def take(self) -> bool:
+        """Record a match; True if the rule fires for it."""
+        return self.budget.take(lambda: self.ratio >= 1.0 or self.rng.random() < self.ratio)
+
+    def next_kind(self) -> str:
+        """The corruption kind for the answer this rule fires on next."""
+        kind = self._cycle.next()
+        self.kinds_applied[kind] = self.kinds_applied.get(kind, 0) + 1
+        return kind
 
     def matches(self, method: str, path: str) -> bool:
         if self.budget.exhausted:
@@ -96,6 +133,8 @@ class HttpFault:
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "budget"}
         d.update(type="http", matched=self.budget.matched, applied=self.budget.applied)
+        if self.action == "corrupt":
+            d["kinds_applied"] = dict(self.kinds_applied)
         return d
 
 
@@ -213,7 +252,7 @@ class FaultSet:
 
     def take_http(self, method: str, path: str) -> HttpFault | None:
         for fault in self._faults:
-            if isinstance(fault, HttpFault) and fault.matches(method, path) and fault.budget.take():
+            if isinstance(fault, HttpFault) and fault.matches(method, path) and fault.take():
                 return fault
         return None
 
@@ -247,6 +286,8 @@ class RequestRecord:
     duration: float
     fault: str | None = None
     client_request_id: str | None = None
+    #: The corruption kind of the answer, when a ``corrupt`` rule fired.
+    corruption: str | None = None
 
     @property
     def dropped(self) -> bool:
@@ -275,6 +316,7 @@ class RequestLog:
         started: float,
         fault: str | None = None,
         client_request_id: str | None = None,
+        corruption: str | None = None,
     ) -> RequestRecord:
         rec = RequestRecord(
             seq=next(self._seq),
@@ -286,6 +328,7 @@ class RequestLog:
             duration=time.time() - started,
             fault=fault,
             client_request_id=client_request_id,
+            corruption=corruption,
         )
         self._records.append(rec)
         if len(self._records) > self._limit:

@@ -29,10 +29,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 
+from fakes.arm import corruption
 from fakes.arm.admin import PREFIX as ADMIN_PREFIX
 from fakes.arm.admin import AdminRoutes
 from fakes.arm.aks_api import AksRoutes
@@ -296,22 +297,21 @@ class FakeArm:
         started = time.time()
         status = 0
         fault_id: str | None = None
+        kind: str | None = None
         try:
             fault = self.faults.take_http(request.method, request.path)
             response: web.StreamResponse | None = None
             if fault is not None:
                 fault_id = fault.id
-                response = await self._apply_http_fault(fault, request)
+                if fault.action == "corrupt":
+                    kind = fault.next_kind()
+                    response = corruption.instead_of_request(kind, fault.rng)
+                else:
+                    response = await self._apply_http_fault(fault, request)
             if response is None:
-                try:
-                    response = await handler(request)
-                except ArmError as e:
-                    response = e.response()
-                except web.HTTPException:
-                    raise
-                except Exception:
-                    log.exception("fake ARM handler failed: %s %s", request.method, request.path_qs)
-                    response = ArmError(500, INTERNAL_SERVER_ERROR, "The fake ARM server failed.").response()
+                response = await self._serve(request, handler)
+                if fault is not None and kind is not None:
+                    response = self._corrupt(request, kind, response, fault)
             _add_arm_headers(request, response)
             status = response.status
             return response
@@ -330,7 +330,33 @@ class FakeArm:
                 started,
                 fault=fault_id,
                 client_request_id=request.headers.get("x-ms-client-request-id"),
+                corruption=kind,
             )
+
+    @staticmethod
+    async def _serve(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ArmError as e:
+            return e.response()
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("fake ARM handler failed: %s %s", request.method, request.path_qs)
+            return ArmError(500, INTERNAL_SERVER_ERROR, "The fake ARM server failed.").response()
+
+    @staticmethod
+    def _corrupt(
+        request: web.Request, kind: str, response: web.StreamResponse, fault: HttpFault
+    ) -> web.Response:
+        """The served request's answer, broken as ``kind`` says (``reset``: no answer at all)."""
+        if kind == corruption.RESET:
+            _abort(request)
+        if not isinstance(response, web.Response):
+            raise TypeError(f"cannot corrupt a streamed answer to {request.method} {request.path}")
+        return corruption.corrupt_answer(kind, response, fault.rng)
 
     async def _apply_http_fault(self, fault: HttpFault, request: web.Request) -> web.StreamResponse | None:
         if fault.delay > 0:
@@ -338,10 +364,7 @@ class FakeArm:
         if fault.action == "delay":
             return None
         if fault.action == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-            raise _Dropped()
+            _abort(request)
         sub = request.match_info.get("tail", "").split("/", 1)[0]
         ctx = ErrorContext(subscription_id=sub)
         headers: dict[str, str] = {}
@@ -384,6 +407,14 @@ class FakeArm:
             )
         handler, params = self.router.resolve(request.method, request.path)
         return await handler(request, params)
+
+
+def _abort(request: web.Request) -> NoReturn:
+    """Reset the connection: the client sees it close without an answer."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise _Dropped()
 
 
 def _format_seconds(value: float) -> str:
