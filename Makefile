@@ -41,6 +41,13 @@ lint: venv ## ruff (lint + format check) and mypy --strict on provisioner/
 test: venv tools lint ## Everything: lint, unit, integration (real Azure SDK vs fake ARM), e2e (real kube-apiserver)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Claims the API server must accept in `make fuzz` (make test runs a batch of 24).
+FUZZ_CLAIMS ?= 300
+
+.PHONY: fuzz
+fuzz: venv tools ## Generated good and bad claims (FUZZ_CLAIMS=300) against the real controller and the fake ARM
+	BAD_INPUT_CLAIMS=$(FUZZ_CLAIMS) $(PY) -m pytest tests/e2e/test_bad_input.py -s $(PYTEST_ARGS)
+
 .PHONY: docs
 docs: venv ## Regenerate docs/configuration.md from the settings code
 	$(PY) -m hack.gen_config_docs

@@ -141,7 +141,17 @@ def _checked_taints(claim: Claim) -> tuple[Taint, ...]:
                     "InvalidTaint",
                     f"spec.{field}: taint {_short(t.key)}={_short(t.value)}:{t.effect} is not valid: {problem}",
                 )
-    return tuple(dict.fromkeys((*claim.taints, *claim.startup_taints)))
+    taints = tuple(dict.fromkeys((*claim.taints, *claim.startup_taints)))
+    seen: dict[tuple[str, str], Taint] = {}
+    for t in taints:
+        other = seen.setdefault((t.key, t.effect), t)
+        if other is not t:
+            raise InvalidClaim(
+                "InvalidTaint",
+                f"taints {_short(t.key)}={_short(other.value)}:{t.effect} and ={_short(t.value)}:{t.effect} "
+                "have the same key and effect; a node's taints must be unique by key and effect",
+            )
+    return taints
 
 
 def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedRequest:

@@ -485,6 +485,23 @@ def test_a_taint_kubernetes_would_refuse_is_an_invalid_claim(
     assert field in e.value.message
 
 
+def test_two_taints_of_one_key_and_effect_are_an_invalid_claim() -> None:
+    """The API server refuses a Node whose taints repeat a key and effect (values aside)."""
+
+    def add(body: dict[str, Any]) -> None:
+        body["spec"]["startupTaints"] = [{"key": "sku", "value": "cpu", "effect": "NoSchedule"}]
+
+    with pytest.raises(InvalidClaim) as e:
+        prepare(claim_of(NODECLAIM, add), NAME, DEFAULTS)
+    assert e.value.reason == "InvalidTaint"
+    assert "same key and effect" in e.value.message
+
+    def same(body: dict[str, Any]) -> None:  # the very same taint twice is one taint
+        body["spec"]["startupTaints"] = [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+
+    assert prepare(claim_of(NODECLAIM, same), NAME, DEFAULTS).request.taints == (GPU_TAINT,)
+
+
 def test_node_labels_claim_labels_win_over_requirements() -> None:
     def add(body: dict[str, Any]) -> None:
         body["metadata"]["labels"][LABEL_MACHINE_TYPE] = "gpu-a100"
