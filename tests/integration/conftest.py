@@ -23,6 +23,8 @@ from azure.mgmt.containerservice.aio import ContainerServiceClient
 
 from fakes.arm import FakeArm, FakeArmConfig, Latency
 from fakes.arm.config import DEFAULT_CLUSTER, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
+from provisioner.cloud import ProviderContext, load_provider
+from provisioner.cloud.azure import AzureCloud
 
 SUBSCRIPTION = DEFAULT_SUBSCRIPTION
 RESOURCE_GROUP = DEFAULT_RESOURCE_GROUP
@@ -129,3 +131,54 @@ async def http(arm: FakeArm) -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(ssl=arm.client_ssl_context())
     async with aiohttp.ClientSession(base_url=arm.endpoint, connector=connector) as session:
         yield session
+
+
+# --- the AKS provider on the fake, built as the operator builds it -----------------------------
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "azure-identity-token"
+    path.write_text(service_account_token())
+    return path
+
+
+@pytest.fixture
+def federated_token(token_file: Path) -> str:
+    return token_file.read_text()
+
+
+@pytest.fixture
+def make_env(arm: FakeArm, token_file: Path) -> Callable[..., dict[str, str]]:
+    def make(**extra: str) -> dict[str, str]:
+        return {
+            "ARM_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "ARM_RESOURCE_GROUP": RESOURCE_GROUP,
+            "AZURE_CLUSTER_NAME": CLUSTER,
+            "LOCATION": "eastus",
+            **arm.env(),  # ARM_ENDPOINT, ARM_CA_BUNDLE, AZURE_AUTHORITY_HOST
+            "AZURE_CLIENT_ID": CLIENT_ID,
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+            "AZURE_RETRY_BACKOFF_SECONDS": "0.02",
+            "AZURE_RETRY_AFTER_MAX_SECONDS": "1",
+            **extra,
+        }
+
+    return make
+
+
+@pytest.fixture
+async def providers(make_env: Callable[..., dict[str, str]]) -> AsyncIterator[Callable[..., AzureCloud]]:
+    """Build providers (through the entry point, as the operator does); all are closed at the end."""
+    made: list[AzureCloud] = []
+
+    def build(**extra: str) -> AzureCloud:
+        provider = load_provider("azure", ProviderContext(env=make_env(**extra)))
+        assert isinstance(provider, AzureCloud)
+        made.append(provider)
+        return provider
+
+    yield build
+    for p in made:
+        await p.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from azure.core.exceptions import DecodeError, DeserializationError
 
 from fakes.arm.errors import ErrorContext, default_message, operation_not_allowed
-from provisioner.cloud.azure.errors import ArmError, classify, parse_retry_after
+from provisioner.cloud.azure.errors import ArmError, classify, from_exception, parse_retry_after
 from provisioner.cloud.errors import InsufficientCapacity, InvalidSpec, NotFound, Throttled, Transient
 
 CTX = ErrorContext(
@@ -76,7 +77,7 @@ def test_wrapped_codes_decide_and_the_outer_code_is_kept() -> None:
     assert isinstance(nested, InsufficientCapacity) and nested.code == "SkuNotAvailable"
 
 
-@pytest.mark.parametrize("code", ["InvalidParameter", "BadRequest", "InvalidAgentPoolName"])
+@pytest.mark.parametrize("code", ["InvalidParameter", "InvalidAgentPoolName", "InvalidNodeLabel"])
 def test_invalid_spec(code: str) -> None:
     err = classify(ArmError(code, "The value of parameter agentPoolProfile.name is invalid.", 400))
     assert isinstance(err, InvalidSpec) and err.code == code and "agentPoolProfile.name" in err.message
@@ -123,9 +124,24 @@ def test_missing_pool_is_not_found_but_missing_cluster_is_not() -> None:
 
 
 def test_unknown_codes_fall_back_on_status() -> None:
-    assert isinstance(classify(ArmError("Whatever", "x", 400)), InvalidSpec)
+    assert isinstance(classify(ArmError("Whatever", "x", 404)), NotFound)
     assert isinstance(classify(ArmError("Whatever", "x", 200)), Transient)
     assert isinstance(classify(ArmError("Whatever", "x", None)), Transient)
+
+
+@pytest.mark.parametrize(("code", "message"), [("BadRequest", "Bad request."), ("Whatever", "x"), ("", "")])
+def test_a_bad_request_without_a_recognised_code_is_retried_and_keeps_the_arm_words(
+    code: str, message: str
+) -> None:
+    err = classify(ArmError(code, message, 400))
+    assert isinstance(err, Transient)
+    assert err.code == (code or "BadRequest")
+    assert (message or "bad request") in str(err)
+
+
+def test_a_recognised_code_in_a_bad_requests_message_still_decides() -> None:
+    err = classify(ArmError("BadRequest", 'Code="InvalidParameter" the node label is invalid', 400))
+    assert isinstance(err, InvalidSpec) and err.code == "InvalidParameter"
 
 
 def test_from_body() -> None:
@@ -142,3 +158,52 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("500", cap=30) == 30
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 1.0
+
+
+@pytest.mark.parametrize("value", ["soon", "-30", "NaN", "inf", "1e400", "", "5 seconds", "Wed, 99 Foo 2024"])
+def test_a_retry_after_that_is_no_delay_is_no_hint(value: str) -> None:
+    assert parse_retry_after(value, cap=30) is None
+    assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        ["error"],
+        "Something went wrong.",
+        42,
+        {"error": "Something went wrong."},
+        {"error": ["Something", "went", "wrong"]},
+        {"error": {"code": "InternalServerError", "message": {"text": "went wrong"}}},
+        {"error": {"code": "QuotaExceeded", "message": ["went", "wrong"]}},
+        {"error": {"code": 500, "message": "went wrong"}},
+        {"error": {"message": "no code"}},
+        {},
+    ],
+)
+@pytest.mark.parametrize("status", [400, 404, 409, 500, 200])
+def test_a_malformed_error_body_decides_nothing(body: object, status: int) -> None:
+    err = ArmError.from_body(body, status)
+    assert err.malformed
+    classified = classify(err)
+    assert type(classified) is Transient and classified.code == "MalformedResponse"
+    assert f"HTTP {status}" in classified.message
+
+
+def test_a_malformed_throttling_answer_is_still_throttling() -> None:
+    err = classify(ArmError.from_body({"error": 7}, 429, retry_after=3.0))
+    assert isinstance(err, Throttled) and err.retry_after == 3.0
+
+
+def test_sdk_read_errors_are_malformed_answers() -> None:
+    for exc in (
+        DecodeError("JSON is invalid: Unterminated string"),
+        DeserializationError("Cannot deserialize"),
+        AttributeError("'list' object has no attribute 'get'"),
+        TypeError("expected string or bytes-like object"),
+        ValueError("Expecting value: line 1 column 1 (char 0)"),
+    ):
+        err = from_exception(exc)
+        assert isinstance(err, Transient) and err.code == "MalformedResponse", exc

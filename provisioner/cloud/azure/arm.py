@@ -4,13 +4,15 @@ Every call here is one attempt with azure-core's own retries off (``ONE_ATTEMPT`
 reconcile come back at once as ``Throttled`` (with the capped Retry-After) or ``Transient``, and the
 work queue retries the claim. Only ``list_pools`` — garbage collection and readiness, never a
 reconcile — retries, with ``ReadRetry``. All writes go out with polling off: they start the
-long-running operation and return.
+long-running operation and return. Every successful answer is checked by ``AnswerShapePolicy``
+before the SDK reads it, and what the SDK returns is checked once more here: a malformed answer is
+``Transient("MalformedResponse")``.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -20,6 +22,7 @@ from azure.mgmt.compute.models import ResourceSku, Usage
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool
 
+from provisioner.cloud.azure.answers import AnswerShapePolicy, malformed
 from provisioner.cloud.azure.errors import from_exception
 from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
 from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
@@ -58,7 +61,7 @@ class Arm:
                 retry_backoff_factor=min(s.retry_backoff_seconds, 0.8),
                 retry_backoff_max=int(max(s.retry_after_max_seconds, 1)),
             ),
-            "per_retry_policies": [RateLimitPolicy(bucket)],
+            "per_retry_policies": [RateLimitPolicy(bucket), AnswerShapePolicy()],
             "connection_timeout": s.http_timeout_seconds,
             "read_timeout": s.http_timeout_seconds,
             "logging_enable": False,
@@ -78,12 +81,12 @@ class Arm:
     async def get_pool(self, name: str) -> AgentPool | None:
         s = self.settings
         try:
-            pool: AgentPool = await self._call(
+            pool: object = await self._call(
                 lambda: self._aks.agent_pools.get(s.resource_group, s.cluster_name, name, **ONE_ATTEMPT)
             )
         except NotFound:
             return None
-        return pool
+        return _pool(pool, f"GET {name}")
 
     async def put_pool(self, name: str, pool: AgentPool, *, version: str | None = None) -> AgentPool | None:
         """Start a create or update; the pool as ARM accepted it, if its answer had one."""
@@ -100,10 +103,10 @@ class Arm:
             )
         )
         try:
-            accepted: AgentPool | None = await poller.result()
+            accepted: object = await poller.result()
         except Exception:
             return None  # accepted, but the answer carried no usable body
-        return accepted if accepted is not None and accepted.properties is not None else None
+        return _pool(accepted, f"PUT {name}") if accepted is not None else None
 
     async def delete_pool(self, name: str, *, version: str | None = None) -> None:
         s = self.settings
@@ -117,7 +120,8 @@ class Arm:
         s = self.settings
 
         async def collect() -> builtins.list[AgentPool]:
-            return [p async for p in self._aks.agent_pools.list(s.resource_group, s.cluster_name)]
+            pools = self._aks.agent_pools.list(s.resource_group, s.cluster_name)
+            return [_pool(p, "GET agentPools") async for p in pools]
 
         return await self._read("list agent pools", collect)
 
@@ -125,14 +129,16 @@ class Arm:
 
     async def list_skus(self) -> builtins.list[ResourceSku]:
         loc = self.settings.location
-        return await self._call(
+        skus = await self._call(
             lambda: _collect(self._compute.resource_skus.list(filter=f"location eq '{loc}'", **ONE_ATTEMPT))
         )
+        return _all(ResourceSku, skus, "GET skus")
 
     async def list_usages(self) -> builtins.list[Usage]:
-        return await self._call(
+        usages = await self._call(
             lambda: _collect(self._compute.usage.list(self.settings.location, **ONE_ATTEMPT))
         )
+        return _all(Usage, usages, "GET usages")
 
     async def close(self) -> None:
         await self._aks.close()
@@ -141,3 +147,17 @@ class Arm:
 
 async def _collect(items: AsyncIterator[_T]) -> builtins.list[_T]:
     return [i async for i in items]
+
+
+def _pool(value: object, what: str) -> AgentPool:
+    """``value`` as an agent pool with properties, or the error for a malformed answer."""
+    if not isinstance(value, AgentPool) or not isinstance(value.name, str) or value.properties is None:
+        raise malformed(what, f"the SDK read it as {type(value).__name__} without a name or properties")
+    return value
+
+
+def _all(model: type[_T], values: Sequence[object], what: str) -> builtins.list[_T]:
+    bad = next((v for v in values if not isinstance(v, model)), None)
+    if bad is not None:
+        raise malformed(what, f"an entry reads as {type(bad).__name__}, not {model.__name__}")
+    return [v for v in values if isinstance(v, model)]

@@ -3,23 +3,34 @@
 Classification is by ARM ``error.code`` (and the codes nested in ``details`` or quoted in the
 message, where AKS wraps a Compute error in its own code), never by HTTP status alone: a failed
 long-running operation arrives with status 200 and a pool's ``provisioningError`` has no status at
-all. The status is only a fallback for bodies without a known code.
+all. The status is only a fallback for bodies without a known code, and only a recognised code
+makes an error final: a 400 we cannot place is retried like any other unclassified error.
+
+An error answer that is not an ARM error object (not JSON, a list or a string where the object
+belongs, a code or message that is not a string) decides nothing: it is
+``Transient("MalformedResponse")``, or ``Throttled`` when its status is 429.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
+    DecodeError,
+    DeserializationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
 )
 
+from provisioner.cloud.azure.answers import MALFORMED, malformed
 from provisioner.cloud.errors import (
     ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
@@ -56,7 +67,6 @@ INVALID_SPEC_CODES = frozenset(
         "AgentPoolNameInvalid",
         "InvalidRequestFormat",
         "InvalidRequestContent",
-        "BadRequest",
         "InvalidTag",
         "InvalidTagName",
         "InvalidNodeLabel",
@@ -101,19 +111,39 @@ class ArmError:
     status: int | None = None
     retry_after: float | None = None
     inner_codes: tuple[str, ...] = field(default_factory=tuple)
+    #: Why the answer is no ARM error object (None: it is one).
+    malformed: str | None = None
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any] | None, status: int | None = None) -> ArmError:
+    def from_body(cls, body: object, status: int | None = None, retry_after: float | None = None) -> ArmError:
         """From an ARM error object (``{"code", "message", "details"}``) or a body wrapping one."""
-        obj: Mapping[str, Any] = body or {}
-        if isinstance(obj.get("error"), Mapping):
-            obj = obj["error"]
+
+        def bad(why: str) -> ArmError:
+            return cls(code="", message="", status=status, retry_after=retry_after, malformed=why)
+
+        if not isinstance(body, Mapping):
+            return bad(f"the error body is {_kind(body)}, not an object")
+        obj: Mapping[str, Any] = body
+        if "error" in body:
+            if not isinstance(body["error"], Mapping):
+                return bad(f"'error' is {_kind(body['error'])}, not an object")
+            obj = body["error"]
+        code, message = obj.get("code"), obj.get("message")
+        if not isinstance(code, str) or not code:
+            return bad(f"the error code is {_kind(code)}, not a word")
+        if message is not None and not isinstance(message, str):
+            return bad(f"the error message is {_kind(message)}, not a string")
         return cls(
-            code=str(obj.get("code") or ""),
-            message=str(obj.get("message") or ""),
+            code=code,
+            message=message or "",
             status=status,
+            retry_after=retry_after,
             inner_codes=tuple(_detail_codes(obj.get("details"))),
         )
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def _detail_codes(details: Any) -> Iterable[str]:
@@ -149,6 +179,12 @@ def _quota_error(code: str, message: str) -> InsufficientCapacity:
 
 def classify(err: ArmError) -> CloudError:
     """The taxonomy class for one ARM error; the ARM code and message are kept on it."""
+    if err.malformed is not None:
+        if err.status == 429:
+            return Throttled(
+                f"too many requests ({err.malformed})", "TooManyRequests", retry_after=err.retry_after
+            )
+        return malformed(f"a request (HTTP {err.status})" if err.status else "a request", err.malformed)
     code, message = err.code, err.message
     codes = [c for c in (code, *err.inner_codes) if c]
     codes += [m.group(1) for m in _CODE_IN_MESSAGE.finditer(message) if m.group(1) not in codes]
@@ -180,8 +216,8 @@ def classify(err: ArmError) -> CloudError:
             return InvalidSpec(kept(c), c)
     if err.status == 404:
         return NotFound(message or "not found", code or "NotFound")
-    if err.status == 400:
-        return InvalidSpec(message or "bad request", code or "BadRequest")
+    if err.status == 400:  # no recognised invalid-input code: retried, never final
+        return Transient(message or "bad request", code or "BadRequest")
     return Transient(
         message or f"ARM error {code or err.status}", code or (str(err.status) if err.status else None)
     )
@@ -193,39 +229,46 @@ def from_exception(exc: BaseException, *, retry_after_cap: float | None = None) 
         return exc
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
         return Transient(f"cannot get an Azure AD token: {_first_line(exc)}", "CredentialUnavailable")
+    if isinstance(exc, DecodeError | DeserializationError):
+        return Transient(f"malformed ARM answer: {_first_line(exc)}", MALFORMED)
     if isinstance(exc, HttpResponseError):
         arm = arm_error_from_http(exc, retry_after_cap=retry_after_cap)
         return classify(arm)
     if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError | ConnectionError | OSError):
         return Transient(f"cannot reach ARM: {type(exc).__name__}: {_first_line(exc)}", "ConnectionError")
+    if isinstance(exc, ValueError | TypeError | AttributeError | KeyError | RecursionError):
+        # What the SDK raises while reading an answer it could not make sense of.
+        return Transient(f"malformed ARM answer: {type(exc).__name__}: {_first_line(exc)}", MALFORMED)
     return Transient(f"{type(exc).__name__}: {_first_line(exc)}", None)
 
 
 def arm_error_from_http(exc: HttpResponseError, *, retry_after_cap: float | None = None) -> ArmError:
+    """The ARM error of an SDK exception, read from the answer's body itself (the SDK's error model
+    keeps whatever types the body had)."""
     status = exc.status_code
     response: Any = exc.response
-    retry_after = None
-    if response is not None:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=retry_after_cap)
-    code = ""
-    message = ""
-    inner: tuple[str, ...] = ()
-    model = exc.error
-    if model is not None:
-        code = model.code or ""
-        message = model.message or ""
-        inner = tuple(_odata_detail_codes(model))
-    if not code and response is not None:
-        try:
-            body = response.json()
-        except Exception:
-            body = None
-        if isinstance(body, Mapping):
-            parsed = ArmError.from_body(body, status)
-            code, message, inner = parsed.code, parsed.message, parsed.inner_codes
-    if not message:
-        message = _first_line(exc)
-    return ArmError(code=code, message=message, status=status, retry_after=retry_after, inner_codes=inner)
+    if response is None:
+        return arm_error_from_detail(exc.error, status=status, fallback=_first_line(exc))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=retry_after_cap)
+    body = _body(response)
+    if body is None:
+        return ArmError("", "", status, retry_after, malformed="the error answer has no body")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return ArmError("", "", status, retry_after, malformed="the error answer is not UTF-8 JSON")
+    err = ArmError.from_body(doc, status, retry_after)
+    if err.malformed is None and not err.message:
+        err = ArmError(err.code, _first_line(exc), status, retry_after, err.inner_codes)
+    return err
+
+
+def _body(response: Any) -> bytes | None:
+    try:
+        content = response.body()
+    except Exception:  # not read (a streamed answer whose connection died)
+        return None
+    return bytes(content) if isinstance(content, bytes | bytearray) and content.strip() else None
 
 
 def _odata_detail_codes(model: Any) -> Iterable[str]:
@@ -237,14 +280,27 @@ def _odata_detail_codes(model: Any) -> Iterable[str]:
 
 
 def parse_retry_after(value: str | None, *, cap: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta seconds; HTTP dates are treated as 'soon')."""
+    """Seconds from a Retry-After header (delta seconds; HTTP dates are treated as 'soon').
+
+    Anything else (negative, not finite, not a number or a date) is no hint at all: None.
+    """
     if not value:
         return None
     try:
-        seconds = max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        seconds = 1.0
+        seconds = 1.0 if _is_http_date(value) else math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
     return min(seconds, cap) if cap is not None else seconds
+
+
+def _is_http_date(value: str) -> bool:
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return False
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
@@ -252,11 +308,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def arm_error_from_detail(detail: Any) -> ArmError:
+def arm_error_from_detail(detail: Any, *, status: int | None = None, fallback: str = "") -> ArmError:
     """From an SDK ``ErrorDetail`` model (e.g. an agent pool's ``status.provisioningError``)."""
+    code, message = getattr(detail, "code", None), getattr(detail, "message", None)
+    if not isinstance(code, str | None) or not isinstance(message, str | None):
+        return ArmError("", "", status, malformed="the error code or message is not a string")
     return ArmError(
-        code=str(getattr(detail, "code", None) or ""),
-        message=str(getattr(detail, "message", None) or ""),
+        code=code or "",
+        message=message or fallback,
+        status=status,
         inner_codes=tuple(_odata_detail_codes(detail)),
     )
 

@@ -346,7 +346,8 @@ class AzureCloud:
 
 
 def _tags(pool: AgentPool) -> dict[str, str]:
-    return dict((pool.properties.tags if pool.properties else None) or {})
+    tags = pool.properties.tags if pool.properties else None
+    return {k: v for k, v in tags.items() if isinstance(v, str)} if isinstance(tags, dict) else {}
 
 
 def _state(pool: AgentPool) -> InstanceState:

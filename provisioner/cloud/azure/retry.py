@@ -16,7 +16,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import AsyncRetryPolicy
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from provisioner.cloud.azure.errors import from_exception
+from provisioner.cloud.azure.errors import from_exception, parse_retry_after
 from provisioner.cloud.errors import Throttled, Transient
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,13 @@ class CappedRetryPolicy(AsyncRetryPolicy[Any, Any]):
         )
 
     def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
-        retry_after = super().get_retry_after(response)
-        if retry_after is None:
-            return None
-        return min(retry_after, self.retry_after_cap)
+        """The answer's Retry-After in seconds, capped; None for a value that is no delay."""
+        headers = response.http_response.headers
+        value = headers.get("retry-after-ms") or headers.get("x-ms-retry-after-ms")
+        if value:
+            millis = parse_retry_after(value)
+            return None if millis is None else min(millis / 1000, self.retry_after_cap)
+        return parse_retry_after(headers.get("Retry-After"), cap=self.retry_after_cap)
 
 
 class ReadRetry:
