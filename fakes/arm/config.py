@@ -10,7 +10,8 @@ Example (every key optional)::
       "max_pools_per_cluster": 100,
       "quota": {"eastus": {"standardNCADSA100v4Family": 24, "cores": 100}},
       "baseline_usage": {"eastus": {"cores": 8}},
-      "faults": [{"action": "throttle", "method": "PUT", "path": "/agentPools/", "count": 2}],
+      "faults": [{"action": "throttle", "method": "PUT", "path": "/agentPools/", "count": 2},
+                 {"action": "corrupt", "path": "^/subscriptions/", "ratio": 0.2, "seed": 7}],
       "clients": {"my-client-id": "my-secret"}
     }
 """
@@ -86,6 +87,7 @@ class FakeArmConfig:
     quota: dict[str, dict[str, int]] = field(default_factory=dict)
     #: vCPUs already in use outside the fake's own pools, per location and family.
     baseline_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Fault rules, as for ``/_fake/faults`` (see ``fakes.arm.faults`` and ``fakes.arm.corruption``).
     faults: list[dict[str, Any]] = field(default_factory=list)
     #: Requests to ARM must carry a bearer token issued by this server.
     require_auth: bool = True

@@ -143,6 +143,12 @@ class FakeArm:
         """Add a fault rule; returns its id (for ``remove_fault``)."""
         return str(self.admin("POST", "faults", spec)["faults"][0]["id"])
 
+    def fault(self, fault_id: str) -> dict[str, Any]:
+        """A rule as the server reports it: its spec and ``matched``/``applied`` counts (and, for a
+        ``corrupt`` rule, ``kinds_applied``)."""
+        rules = {f["id"]: f for f in self.admin("GET", "faults")["faults"]}
+        return dict(rules[fault_id])
+
     def remove_fault(self, fault_id: str, *, missing_ok: bool = False) -> None:
         status, data = self.call("DELETE", f"/_fake/faults/{fault_id}")
         assert status < 300 or (missing_ok and status == 404), (status, data)
