@@ -37,10 +37,18 @@ def malformed(what: str, why: str) -> Transient:
     return Transient(f"malformed ARM answer to {what}: {why}", MALFORMED)
 
 
-_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+_KINDS: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
 
 
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """What a JSON value is, for a message: "a list", "null", ..."""
     if value is None:
         return "null"
     return _KINDS.get(type(value), f"a {type(value).__name__}")
@@ -48,12 +56,12 @@ def _kind(value: Any) -> str:
 
 def text(value: Any, where: str) -> None:
     if not isinstance(value, str):
-        raise Malformed(f"{where} is {_kind(value)}, not a string")
+        raise Malformed(f"{where} is {describe(value)}, not a string")
 
 
 def whole(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Malformed(f"{where} is {_kind(value)}, not a whole number")
+        raise Malformed(f"{where} is {describe(value)}, not a whole number")
 
 
 _WORD = re.compile(r"^[A-Za-z]+$")
@@ -69,7 +77,7 @@ def word(value: Any, where: str) -> None:
 def obj(fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> Check:
     def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise Malformed(f"{where} is {_kind(value)}, not an object")
+            raise Malformed(f"{where} is {describe(value)}, not an object")
         for name in required:
             if value.get(name) is None:
                 raise Malformed(f"{where} has no {name!r}")
@@ -83,7 +91,7 @@ def obj(fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> Check:
 def list_of(item: Check) -> Check:
     def check(value: Any, where: str) -> None:
         if not isinstance(value, list):
-            raise Malformed(f"{where} is {_kind(value)}, not a list")
+            raise Malformed(f"{where} is {describe(value)}, not a list")
         for i, entry in enumerate(value):
             item(entry, f"{where}[{i}]")
 
@@ -93,7 +101,7 @@ def list_of(item: Check) -> Check:
 def map_of(item: Check) -> Check:
     def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise Malformed(f"{where} is {_kind(value)}, not an object")
+            raise Malformed(f"{where} is {describe(value)}, not an object")
         for key, entry in value.items():
             item(entry, f"{where}[{key!r}]")
 
@@ -192,7 +200,7 @@ def check_answer(check: Check, body: bytes) -> None:
         raise Malformed(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
     except (ValueError, RecursionError) as e:
         raise Malformed(f"the body is not JSON ({str(e).splitlines()[0][:80]})") from None
-    check(doc, "the answer")
+    check(doc, "answer")
 
 
 class AnswerShapePolicy(AsyncHTTPPolicy[Any, Any]):

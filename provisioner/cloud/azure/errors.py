@@ -17,9 +17,10 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -30,7 +31,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from provisioner.cloud.azure.answers import MALFORMED, malformed
+from provisioner.cloud.azure.answers import MALFORMED, describe, malformed
 from provisioner.cloud.errors import (
     ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
@@ -113,6 +114,8 @@ class ArmError:
     inner_codes: tuple[str, ...] = field(default_factory=tuple)
     #: Why the answer is no ARM error object (None: it is one).
     malformed: str | None = None
+    #: The call answered, e.g. ``GET ws1a2b3c4d5`` (for messages).
+    request: str | None = None
 
     @classmethod
     def from_body(cls, body: object, status: int | None = None, retry_after: float | None = None) -> ArmError:
@@ -122,17 +125,17 @@ class ArmError:
             return cls(code="", message="", status=status, retry_after=retry_after, malformed=why)
 
         if not isinstance(body, Mapping):
-            return bad(f"the error body is {_kind(body)}, not an object")
+            return bad(f"the error body is {describe(body)}, not an object")
         obj: Mapping[str, Any] = body
         if "error" in body:
             if not isinstance(body["error"], Mapping):
-                return bad(f"'error' is {_kind(body['error'])}, not an object")
+                return bad(f"'error' is {describe(body['error'])}, not an object")
             obj = body["error"]
         code, message = obj.get("code"), obj.get("message")
         if not isinstance(code, str) or not code:
-            return bad(f"the error code is {_kind(code)}, not a word")
+            return bad(f"the error code is {describe(code)}, not a word")
         if message is not None and not isinstance(message, str):
-            return bad(f"the error message is {_kind(message)}, not a string")
+            return bad(f"the error message is {describe(message)}, not a string")
         return cls(
             code=code,
             message=message or "",
@@ -140,10 +143,6 @@ class ArmError:
             retry_after=retry_after,
             inner_codes=tuple(_detail_codes(obj.get("details"))),
         )
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def _detail_codes(details: Any) -> Iterable[str]:
@@ -184,7 +183,8 @@ def classify(err: ArmError) -> CloudError:
             return Throttled(
                 f"too many requests ({err.malformed})", "TooManyRequests", retry_after=err.retry_after
             )
-        return malformed(f"a request (HTTP {err.status})" if err.status else "a request", err.malformed)
+        what = err.request or "a request"
+        return malformed(f"{what} (HTTP {err.status})" if err.status else what, err.malformed)
     code, message = err.code, err.message
     codes = [c for c in (code, *err.inner_codes) if c]
     codes += [m.group(1) for m in _CODE_IN_MESSAGE.finditer(message) if m.group(1) not in codes]
@@ -250,17 +250,30 @@ def arm_error_from_http(exc: HttpResponseError, *, retry_after_cap: float | None
     if response is None:
         return arm_error_from_detail(exc.error, status=status, fallback=_first_line(exc))
     retry_after = parse_retry_after(response.headers.get("Retry-After"), cap=retry_after_cap)
-    body = _body(response)
+    err = _read_error(_body(response), status, retry_after)
+    if err.malformed is None and not err.message:
+        err = replace(err, message=_first_line(exc))
+    return replace(err, request=_request_of(response))
+
+
+def _read_error(body: bytes | None, status: int | None, retry_after: float | None) -> ArmError:
     if body is None:
         return ArmError("", "", status, retry_after, malformed="the error answer has no body")
     try:
         doc = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return ArmError("", "", status, retry_after, malformed="the error answer is not UTF-8 JSON")
-    err = ArmError.from_body(doc, status, retry_after)
-    if err.malformed is None and not err.message:
-        err = ArmError(err.code, _first_line(exc), status, retry_after, err.inner_codes)
-    return err
+    return ArmError.from_body(doc, status, retry_after)
+
+
+def _request_of(response: Any) -> str | None:
+    request = getattr(response, "request", None)
+    if request is None:
+        return None
+    try:
+        return f"{request.method} {urlsplit(request.url).path.rsplit('/', 1)[-1]}"
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _body(response: Any) -> bytes | None:
