@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Operation = Literal["create", "get", "list", "delete", "instance_types"]
+_WRITES: frozenset[str] = frozenset({"create", "delete"})
 FailureMode = Literal["error", "late", "hang"]
 
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
@@ -250,6 +251,7 @@ class FakeCloud:
             or f"MC_{self.resource_group}_{self.cluster_name}_{self.location}"
         )
         self.kubeconfig = ctx.kubeconfig
+        self._write_gate = ctx.write_gate
         self.create_latency = (
             create_latency
             if create_latency is not None
@@ -803,6 +805,8 @@ class FakeCloud:
     def _call(self, operation: Operation, name: str | None = None) -> None:
         if self._closed:
             raise RuntimeError("FakeCloud is closed")
+        if operation in _WRITES:
+            self._write_gate("cloud")  # a deposed leader's write never reaches the (fake) cloud
         self.calls.append(CallRecord(operation, name))
 
     async def _api_delay(self) -> None:

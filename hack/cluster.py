@@ -62,6 +62,8 @@ class ClusterInfo:
     kube_bin_dir: str
     etcd_pid: int
     apiserver_pid: int
+    #: The API server's audit log: one JSON line per write (who, what, answer), none for reads.
+    audit_log: str = ""
 
     @property
     def kubectl(self) -> str:
@@ -354,6 +356,18 @@ def install_crds(kubectl_path: str, kubeconfig: str) -> None:
         raise ClusterError(f"CRDs did not become Established: {res.stderr.strip()}")
 
 
+#: Writes only, at Metadata level (user, user agent, verb, object, answer code), once answered.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"""
+
+
 def start(state_dir: Path, kubeconfig: Path, *, detach: bool) -> ClusterInfo:
     """Start etcd and kube-apiserver; return once the API server is ready and CRDs are installed."""
     tools = build_tools("kubernetes", "etcd")
@@ -388,6 +402,9 @@ def start(state_dir: Path, kubeconfig: Path, *, detach: bool) -> ClusterInfo:
         _wait_until("etcd", lambda: _etcd_ready(etcd_url), 60, etcd, etcd_log)
         server = f"https://127.0.0.1:{api_port}"
         api_log = logs / "kube-apiserver.log"
+        audit_log = logs / "audit.log"
+        audit_policy = state_dir / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         apiserver = _spawn(
             [
                 str(kube_bin / "kube-apiserver"),
@@ -408,6 +425,11 @@ def start(state_dir: Path, kubeconfig: Path, *, detach: bool) -> ClusterInfo:
                 # No controller-manager runs here, so nothing creates namespaces' default
                 # ServiceAccount; pods must still be creatable for drain tests.
                 "--disable-admission-plugins=ServiceAccount",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=200",  # MB, then rotated once: bounded on a long run
+                "--audit-log-maxbackup=1",
                 "--v=0",
             ],
             api_log,
@@ -420,6 +442,7 @@ def start(state_dir: Path, kubeconfig: Path, *, detach: bool) -> ClusterInfo:
             kube_bin_dir=str(kube_bin),
             etcd_pid=etcd.pid,
             apiserver_pid=apiserver.pid,
+            audit_log=str(audit_log),
         )
         info.save()
         _wait_until("kube-apiserver", lambda: _apiserver_ready(server, pki), 120, apiserver, api_log)

@@ -22,6 +22,7 @@ from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim, ClaimKey, 
 from provisioner.cloud.errors import CloudError, Throttled
 from provisioner.cloud.provider import CloudProvider, SupportsQuota
 from provisioner.events import EventRecorder
+from provisioner.fencing import WriteRefused
 from provisioner.kube import NODES, ApiError, ConflictError, NotFoundError
 from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle import limits
@@ -245,6 +246,11 @@ class Controller:
         except NotFoundError:
             result = "gone"
             return DONE
+        except WriteRefused as e:
+            # Fenced: nothing was sent, and an event about it would be refused too.
+            result = "refused"
+            logger.info("reconciling %s stopped: %s", key, e.message)
+            return Outcome(failed=True)
         except (ApiError, CloudError) as e:
             await self._report(key, f"{type(e).__name__}: {e}", traceback=False)
             return Outcome(failed=True, retry_after=e.retry_after if isinstance(e, Throttled) else None)

@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -123,6 +123,10 @@ class KubeClient:
         self._auth: dict[str, str] = {}
         self._auth_at: float | None = None
         self._auth_lock = asyncio.Lock()
+        #: Called with "kube" immediately before every write is sent; raises to refuse it (fencing).
+        self.write_gate: Callable[[str], None] | None = None
+        #: Names this replica in the API server's audit log.
+        self.user_agent = "gpu-provisioner"
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> KubeClient:
@@ -180,7 +184,7 @@ class KubeClient:
                 if self._auth_at is None or time.monotonic() - self._auth_at >= CREDENTIAL_REFRESH_SECONDS:
                     self._auth = await asyncio.to_thread(self._refresh_auth)
                     self._auth_at = time.monotonic()
-        return {"Accept": "application/json", **self._auth}
+        return {"Accept": "application/json", "User-Agent": self.user_agent, **self._auth}
 
     def _refresh_auth(self) -> dict[str, str]:
         hook = self._config.refresh_api_key_hook
@@ -209,12 +213,17 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        fenced: bool = True,
     ) -> Body:
+        """One request. Writes (anything but GET) pass the write gate last, unless ``fenced`` is
+        False (the Lease itself)."""
         headers = await self._headers()
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
+        if fenced and method != "GET" and self.write_gate is not None:
+            self.write_gate("kube")
         try:
             async with self.session.request(
                 method, self._base + path, data=data, params=params, headers=headers, ssl=self._ssl
@@ -288,8 +297,10 @@ class KubeClient:
                 return items, version
             params["continue"] = cont
 
-    async def create(self, res: Resource, body: Body, namespace: str | None = None) -> Body:
-        return await self.request("POST", res.path(namespace=namespace), body=body)
+    async def create(
+        self, res: Resource, body: Body, namespace: str | None = None, *, fenced: bool = True
+    ) -> Body:
+        return await self.request("POST", res.path(namespace=namespace), body=body, fenced=fenced)
 
     async def patch(
         self,
@@ -300,9 +311,14 @@ class KubeClient:
         *,
         subresource: str | None = None,
         content_type: str = MERGE_PATCH,
+        fenced: bool = True,
     ) -> Body:
         return await self.request(
-            "PATCH", res.path(name, namespace, subresource), body=patch, content_type=content_type
+            "PATCH",
+            res.path(name, namespace, subresource),
+            body=patch,
+            content_type=content_type,
+            fenced=fenced,
         )
 
     async def delete(

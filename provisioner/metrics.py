@@ -105,6 +105,17 @@ class Metrics:
             "Reconciles that failed and were scheduled again with backoff.",
             registry=r,
         )
+        self.writes_refused = Counter(
+            "gpu_provisioner_fenced_writes",
+            "Writes not sent because this replica could not be sure it still held the Lease (target: kube, cloud).",
+            ["target"],
+            registry=r,
+        )
+        self.stalls = Counter(
+            "gpu_provisioner_stalls",
+            "Times the process was found to have stalled for longer than the leader-election retry period.",
+            registry=r,
+        )
 
     def claim(self, dialect: Dialect, phase: str, nodepool: str) -> None:
         self.claims[(dialect.metric_name, phase)].labels(nodepool or "").inc()

@@ -10,7 +10,6 @@ away from Nodes and from claims that are not ours, and keeps our progress out of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -21,12 +20,14 @@ from typing import Any
 
 import kopf
 
+from provisioner import __version__
 from provisioner.claims.dialects import DIALECTS, Dialect
 from provisioner.cloud.provider import CloudProvider, ProviderContext
 from provisioner.cloud.registry import load_provider
 from provisioner.controller import Controller
 from provisioner.endpoints import ReadinessProbe, Servers
 from provisioner.events import EventRecorder
+from provisioner.fencing import WriteGate, watch_for_stalls
 from provisioner.gc import GarbageCollector
 from provisioner.kube import NODES, KubeClient
 from provisioner.leader import LeaderElector
@@ -34,6 +35,9 @@ from provisioner.metrics import Metrics
 from provisioner.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+#: How long the operator's own tasks get to finish once cancelled at exit.
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 @dataclass
@@ -133,6 +137,18 @@ def _failed(operator: asyncio.Task[Any]) -> bool:
     return operator.cancelled() or operator.exception() is not None
 
 
+async def _watch_for_stalls(
+    gate: WriteGate, elector: LeaderElector, settings: Settings, metrics: Metrics
+) -> None:
+    await watch_for_stalls(
+        gate,
+        elector.reread,
+        threshold=settings.retry_period,
+        tick=min(0.5, settings.retry_period / 2),
+        on_stall=lambda _: metrics.stalls.inc(),
+    )
+
+
 def _lease_namespace(settings: Settings) -> str:
     if settings.leader_election_namespace:
         return settings.leader_election_namespace
@@ -148,12 +164,23 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own machinery reads it
     runtime = Runtime(settings=settings, kubeconfig=kubeconfig)
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    fenced = asyncio.Event()
+    gate = WriteGate(
+        settings.renew_deadline if settings.leader_elect else None,
+        on_closed=lambda _: fenced.set(),
+        on_refused=lambda target: runtime.metrics.writes_refused.labels(target).inc(),
+    )
     # Loading a kubeconfig may run an exec credential plugin: not on the event loop.
     kube = runtime.kube = await asyncio.to_thread(KubeClient.from_config, kubeconfig)
+    kube.write_gate = gate.check
+    kube.user_agent = f"gpu-provisioner/{__version__} ({identity})"
     context = ProviderContext(
         env=dict(os.environ),
         cluster_name=settings.cluster_name,
         kubeconfig=kubeconfig or os.environ.get("KUBECONFIG") or None,
+        write_gate=gate.check,
+        identity=identity,
     )
     cloud = runtime.cloud = load_provider(settings.cloud, context)
     readiness = ReadinessProbe(kube, getattr(cloud, "check", None))
@@ -176,45 +203,67 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
                 kube,
                 namespace=_lease_namespace(settings),
                 name=settings.leader_election_name,
-                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                identity=identity,
                 lease_duration=settings.lease_duration,
                 renew_deadline=settings.renew_deadline,
                 retry_period=settings.retry_period,
                 on_change=lambda leader: runtime.metrics.leader.set(1 if leader else 0),
+                gate=gate,
             )
             if not await elector.acquire(stop):
                 return 0
         else:
             runtime.metrics.leader.set(1)
         # kopf installs its own SIGTERM/SIGINT handlers once running; it then stops by itself.
+        # ``kopf_stop`` stops it gracefully (its watch streams closed) when we decide to exit.
+        kopf_stop = asyncio.Event()
         operator = asyncio.create_task(
-            kopf.operator(registry=make_registry(), clusterwide=True, standalone=True, memo=runtime),
+            kopf.operator(
+                registry=make_registry(), clusterwide=True, standalone=True, memo=runtime, stop_flag=kopf_stop
+            ),
             name="kopf",
         )
-        waiters = [operator]
-        holder = asyncio.create_task(elector.hold(), name="lease") if elector else None
-        if holder is not None:
-            waiters.append(holder)
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([*waiters, stopper], return_when=asyncio.FIRST_COMPLETED)
-        lost = holder is not None and holder in done
-        crashed = operator in done and _failed(operator)
+        waiters = [
+            operator,
+            asyncio.create_task(fenced.wait(), name="fence"),
+            asyncio.create_task(stop.wait()),
+        ]
+        holder = stalls = None
+        if elector is not None:
+            holder = asyncio.create_task(elector.hold(), name="lease")
+            stalls = asyncio.create_task(
+                _watch_for_stalls(gate, elector, settings, runtime.metrics), name="stalls"
+            )
+            waiters += [holder, stalls]
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        lost = fenced.is_set() or (holder is not None and holder in done)
+        if lost and elector is not None:
+            elector.abandon()
+        # kopf returns only after a signal; the stall watcher never returns.
+        failed = next((t for t in (operator, stalls) if t in done and (t is stalls or _failed(t))), None)
+        crashed = failed is not None
         if lost or crashed:
             # Stop acting at once: nothing may be written by a replica that is no longer the leader,
             # or by one whose watches are gone.
             await _stop_controller(runtime)
-        if crashed:
-            error = operator.exception() if not operator.cancelled() else None
+        if failed is not None:
+            error = failed.exception() if not failed.cancelled() else None
             logger.error(
-                "the operator stopped unexpectedly: %s; exiting", error or "it returned", exc_info=error
+                "%s stopped unexpectedly: %s; exiting",
+                failed.get_name(),
+                error or "it returned",
+                exc_info=error,
             )
-        for task in (operator, holder, stopper):
-            if task is not None and not task.done():
+        kopf_stop.set()
+        for task in waiters:
+            if task is not operator:
                 task.cancel()
-        for task in (operator, holder, stopper):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        # Bounded: a task that ignores its stop must not keep a deposed leader alive.
+        _, stuck = await asyncio.wait(waiters, timeout=SHUTDOWN_GRACE_SECONDS)
+        if stuck:
+            logger.warning("tasks still running at exit: %s", ", ".join(t.get_name() for t in stuck))
+            for task in stuck:
+                task.cancel()
         return 1 if lost or crashed else 0
     finally:
         if elector is not None:

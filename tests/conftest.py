@@ -3,7 +3,8 @@
 The control plane is started once per session (``hack/cluster.py``; binaries built from pinned Go
 modules and cached in ``~/.cache/gpu-provisioner``). Tests isolate themselves by unique object
 names. Set ``GPU_PROVISIONER_TEST_KUBECONFIG`` to reuse an already running cluster (for example
-the one from ``make cluster-up``) instead of starting a new one.
+the one from ``make cluster-up``) instead of starting a new one, and ``GPU_PROVISIONER_TEST_AUDIT_LOG``
+to its audit log (``.local/cluster/logs/audit.log``) for the tests that count API writes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Cluster:
 
     kubeconfig: Path
     kubectl_path: str
+    #: The API server's audit log of writes (None for a reused cluster without one).
+    audit_log: Path | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
@@ -55,7 +58,12 @@ def cluster() -> Iterator[Cluster]:
     reuse = os.environ.get("GPU_PROVISIONER_TEST_KUBECONFIG")
     if reuse:
         kube_bin = local_cluster.build_tools("kubernetes")["kubernetes"]
-        c = Cluster(kubeconfig=Path(reuse), kubectl_path=str(kube_bin / "kubectl"))
+        audit = os.environ.get("GPU_PROVISIONER_TEST_AUDIT_LOG")
+        c = Cluster(
+            kubeconfig=Path(reuse),
+            kubectl_path=str(kube_bin / "kubectl"),
+            audit_log=Path(audit) if audit else None,
+        )
         local_cluster.install_crds(c.kubectl_path, reuse)
         yield c
         return
@@ -63,6 +71,8 @@ def cluster() -> Iterator[Cluster]:
         state_dir = Path(tmp) / "cluster"
         info = local_cluster.start(state_dir, Path(tmp) / "kubeconfig", detach=False)
         try:
-            yield Cluster(kubeconfig=Path(info.kubeconfig), kubectl_path=info.kubectl)
+            yield Cluster(
+                kubeconfig=Path(info.kubeconfig), kubectl_path=info.kubectl, audit_log=Path(info.audit_log)
+            )
         finally:
             local_cluster.stop(state_dir)

@@ -288,6 +288,8 @@ class RequestRecord:
     client_request_id: str | None = None
     #: The corruption kind of the answer, when a ``corrupt`` rule fired.
     corruption: str | None = None
+    #: Who sent it (the SDK's User-Agent names the controller replica).
+    user_agent: str | None = None
 
     @property
     def dropped(self) -> bool:
@@ -317,6 +319,7 @@ class RequestLog:
         fault: str | None = None,
         client_request_id: str | None = None,
         corruption: str | None = None,
+        user_agent: str | None = None,
     ) -> RequestRecord:
         rec = RequestRecord(
             seq=next(self._seq),
@@ -329,6 +332,7 @@ class RequestLog:
             fault=fault,
             client_request_id=client_request_id,
             corruption=corruption,
+            user_agent=user_agent,
         )
         self._records.append(rec)
         if len(self._records) > self._limit:

@@ -331,6 +331,7 @@ class FakeArm:
                 fault=fault_id,
                 client_request_id=request.headers.get("x-ms-client-request-id"),
                 corruption=kind,
+                user_agent=request.headers.get("User-Agent"),
             )
 
     @staticmethod

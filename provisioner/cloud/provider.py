@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from provisioner.cloud.types import CapacityType, Instance, InstanceRequest, InstanceType
+
+
+def _always_open(target: str) -> None:
+    """The write gate of a replica without leader election: every write may go out."""
 
 
 @dataclass(frozen=True)
@@ -16,11 +20,18 @@ class ProviderContext:
 
     ``env`` holds settings by their environment names (``ARM_SUBSCRIPTION_ID``, ``LOCATION``,
     ``AZURE_CLUSTER_NAME``, ...); ``kubeconfig`` lets offline providers register simulated Nodes.
+
+    ``write_gate`` must be called with ``"cloud"`` immediately before every request that changes
+    anything in the cloud (as late as possible: after credentials and rate limits); it raises
+    ``provisioner.fencing.WriteRefused`` when this replica may have lost its leadership, and the
+    write must then not be sent. ``identity`` names this replica (e.g. for a User-Agent).
     """
 
     env: Mapping[str, str] = field(default_factory=dict)
     cluster_name: str = ""
     kubeconfig: str | None = None
+    write_gate: Callable[[str], None] = _always_open
+    identity: str = ""
 
 
 @runtime_checkable

@@ -98,6 +98,9 @@ class InMemoryCloud:
     def __init__(self, context: ProviderContext, *, clock: Callable[[], float] = time.monotonic) -> None:
         env = context.env
         self.cluster = context.cluster_name or "cluster"
+        # Called right before every change to this cloud: a replica that may have lost its
+        # leadership must not send it (the call raises, and nothing is changed).
+        self._write_gate = context.write_gate
         self.zones = tuple(
             z.strip() for z in env.get("INMEMORY_ZONES", "zone-1,zone-2").split(",") if z.strip()
         )
@@ -181,6 +184,7 @@ class InMemoryCloud:
                 shortages.append(f"{name}: {in_use} of {limit} in use")
                 continue
             record = _Record(self._build(request, itype, usable_zones[0]), created_at=self._clock())
+            self._write_gate("cloud")
             self._records[request.name] = record
             return record.instance  # state "creating": the create has only started
         # Every candidate short: the lifecycle keeps the claim, reports it the way Kaito expects and
@@ -211,6 +215,7 @@ class InMemoryCloud:
         self._admit()
         record = self._live(name)
         if record is not None and record.deleting_since is None:
+            self._write_gate("cloud")
             record.deleting_since = self._clock()
 
     async def instance_types(self) -> builtins.list[InstanceType]:

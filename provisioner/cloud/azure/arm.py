@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline import PipelineRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import ResourceSku, Usage
 from azure.mgmt.containerservice.aio import ContainerServiceClient
@@ -28,6 +29,7 @@ from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
 from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.errors import NotFound
+from provisioner.fencing import WriteRefused
 
 _T = TypeVar("_T")
 
@@ -40,12 +42,28 @@ def if_match(version: str | None) -> dict[str, Any]:
     return {"etag": version, "match_condition": MatchConditions.IfNotModified} if version else {}
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 class Arm:
+    """``write_gate`` is called for every request that changes something, as the last step before
+    it is sent (azure-core's raw request hook runs after the rate limit and the token); it raises to
+    keep the request from going out. ``user_agent`` names this replica to ARM."""
+
     def __init__(
-        self, settings: AzureSettings, credential: AsyncTokenCredential, bucket: TokenBucket
+        self,
+        settings: AzureSettings,
+        credential: AsyncTokenCredential,
+        bucket: TokenBucket,
+        *,
+        write_gate: Callable[[str], None] | None = None,
+        user_agent: str = "",
     ) -> None:
         self.settings = s = settings
+        self._write_gate = write_gate
         kwargs = self._client_kwargs(bucket)
+        if user_agent:
+            kwargs["user_agent"] = user_agent
         self._aks = ContainerServiceClient(credential, s.subscription_id, **kwargs)
         self._compute = ComputeManagementClient(credential, s.subscription_id, **kwargs)
         self._read = ReadRetry(s.read_attempts, s.retry_backoff_seconds, s.retry_after_max_seconds)
@@ -65,14 +83,21 @@ class Arm:
             "connection_timeout": s.http_timeout_seconds,
             "read_timeout": s.http_timeout_seconds,
             "logging_enable": False,
+            "raw_request_hook": self._before_send,
         }
         if s.ca_bundle:
             kwargs["connection_verify"] = s.ca_bundle
         return kwargs
 
+    def _before_send(self, request: PipelineRequest[Any]) -> None:
+        if self._write_gate is not None and request.http_request.method.upper() not in _READ_METHODS:
+            self._write_gate("cloud")
+
     async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await call()
+        except WriteRefused:
+            raise
         except Exception as e:
             raise from_exception(e, retry_after_cap=self.settings.retry_after_max_seconds) from e
 

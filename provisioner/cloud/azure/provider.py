@@ -21,6 +21,7 @@ from typing import Any
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.mgmt.containerservice.models import AgentPool
 
+from provisioner import __version__
 from provisioner.cloud.azure import mapping
 from provisioner.cloud.azure.arm import Arm
 from provisioner.cloud.azure.auth import build_credential, credential_kind
@@ -79,7 +80,13 @@ class AzureCloud:
         self.settings = s = AzureSettings.from_env(context.env, cluster_name=context.cluster_name)
         self._credential = credential or build_credential(s)
         self._owns_credential = credential is None
-        self._arm = Arm(s, self._credential, TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock))
+        self._arm = Arm(
+            s,
+            self._credential,
+            TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock),
+            write_gate=context.write_gate,
+            user_agent=f"gpu-provisioner/{__version__} ({context.identity})" if context.identity else "",
+        )
         self._skus: TtlValue[dict[str, SkuFacts]] = TtlValue(self._load_skus, s.sku_cache_seconds, clock)
         self._pools: TtlValue[list[AgentPool]] = TtlValue(self._arm.list_pools, s.list_cache_seconds, clock)
         self._quota = QuotaChecker(
