@@ -95,3 +95,7 @@ def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     # Libraries that are chatty at INFO: keep their warnings only.
     for noisy in ("kopf.objects", "azure", "aiohttp.access", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # The Azure SDK logs a traceback when an error answer cannot be read; the provider classifies
+    # that answer itself and logs one line for it.
+    for sdk in ("azure.mgmt.containerservice._utils.model_base", "azure.mgmt.compute._utils.model_base"):
+        logging.getLogger(sdk).setLevel(logging.ERROR)

@@ -105,6 +105,9 @@ class Instance:
     node_labels: Mapping[str, str] = field(default_factory=dict)
     #: An opaque version of this snapshot (an ETag) for conditional writes; None if the cloud has none.
     version: str | None = None
+    #: An operation on the running instance is under way (on AKS: an update or upgrade of the pool);
+    #: the cloud refuses a delete until it ends.
+    busy: bool = False
 
     @property
     def managed(self) -> bool:

@@ -58,8 +58,9 @@ def find_node(instance_nodes: Iterable[Node], claim: Claim) -> Node | None:
     """The claim's Node among the Nodes of its instance: the one with the claim's providerID, else
     the one it owns, else any — preferring one that is not being deleted (a replacement may join
     while the old one drains). A Node older than the claim is never its node: the claim's instance
-    did not exist yet (both times come from the API server's clock)."""
-    nodes = [n for n in instance_nodes if not _older_than(n, claim)]
+    did not exist yet (both times come from the API server's clock) — unless the Node already names
+    the claim as its owner (a predecessor registered it: the claim existed before that was written)."""
+    nodes = [n for n in instance_nodes if owned_by(n, claim) or not _older_than(n, claim)]
 
     def rank(n: Node) -> tuple[bool, bool, bool]:
         provider_id = (n.get("spec") or {}).get("providerID") or ""

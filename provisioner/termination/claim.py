@@ -87,6 +87,7 @@ class ClaimTermination:
             step is not None
             and not step.failed
             and found.state != InstanceState.CREATING
+            and not found.busy
             and condition is not None
         ):
             conditions = set_condition(claim.status.conditions, condition, ctx.clock())

@@ -19,10 +19,10 @@ Step = Outcome | None
 async def delete_step(
     ctx: Context, instance: Instance, poll: float, report: Callable[[tuple[Event, ...]], Awaitable[None]]
 ) -> Step:
-    """Send the delete once the instance is not being created (the cloud refuses deletes during a
-    create) or deleted already; guarded by the version it was read at. None once gone; a refusal is
-    reported (``FailedTerminatingInstance`` with the cloud's code) and retried with backoff."""
-    if instance.state == InstanceState.CREATING:
+    """Send the delete once the instance is not being created or updated (the cloud refuses deletes
+    meanwhile) or deleted already; guarded by the version it was read at. None once gone; a refusal
+    is reported (``FailedTerminatingInstance`` with the cloud's code) and retried with backoff."""
+    if instance.state == InstanceState.CREATING or instance.busy:
         return Outcome(requeue_after=poll)
     if instance.state != InstanceState.DELETING:
         try:

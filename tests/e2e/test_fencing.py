@@ -145,12 +145,18 @@ def _leader_and_standby(a: Controller, b: Controller, cluster: Cluster) -> tuple
     return leader, (b if leader is a else a), holder
 
 
-def _writes_in_flight(arm: FakeArm, identity: str) -> None:
-    wait_for(
-        "pool creates in flight",
-        lambda: len([r for r in arm.requests("PUT") if identity in (r.get("user_agent") or "")]) >= 3,
-        60,
-    )
+def _creates_in_flight(arm: FakeArm, identity: str, bodies: list[dict[str, Any]]) -> None:
+    """Wait until the leader has sent the pool PUTs of a few of these claims (the rest queue)."""
+    names = {b["metadata"]["name"] for b in bodies}
+
+    def sent() -> int:
+        return sum(
+            1
+            for r in arm.requests("PUT")
+            if identity in (r.get("user_agent") or "") and r["path"].rsplit("/", 1)[-1] in names
+        )
+
+    wait_for("pool creates in flight", lambda: sent() >= 3, 60)
 
 
 def _pause_past_the_lease(cluster: Cluster, leader: Controller, identity: str) -> float:
@@ -186,7 +192,7 @@ def test_a_paused_leader_writes_nothing_after_it_resumes(
             bodies = _claims(leader, f"{round_no}{leader.run_id[:3]}")
             for body in bodies:
                 create(cluster, body)
-            _writes_in_flight(arm, identity)
+            _creates_in_flight(arm, identity, bodies)
             taken_at = _pause_past_the_lease(cluster, leader, identity)
 
             _exited_non_zero(leader)
@@ -237,7 +243,7 @@ def test_a_leader_cut_off_from_the_api_server_stops_writing_to_arm(
         bodies = _claims(leader, f"p{leader.run_id[:4]}")
         for body in bodies:
             create(cluster, body)
-        _writes_in_flight(arm, identity)
+        _creates_in_flight(arm, identity, bodies)
         proxy.cut()
         wait_for("the standby to lead", lambda: _holder(cluster, standby) not in ("", identity), 60)
         taken_at = _parse_time(str(_lease(cluster, standby)["acquireTime"]))

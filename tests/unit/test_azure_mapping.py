@@ -343,6 +343,14 @@ def _pool(**props: object) -> AgentPool:
     return AgentPool({"name": "ws0123abcd9", "properties": base})
 
 
+@pytest.mark.parametrize(
+    ("state", "busy"),
+    [("Updating", True), ("Upgrading", True), ("Scaling", True), ("Succeeded", False), ("Creating", False)],
+)
+def test_a_pool_with_an_operation_under_way_is_busy(state: str, busy: bool) -> None:
+    assert instance_from_pool(_pool(provisioningState=state), "eastus", NC24).busy is busy
+
+
 def test_instance_from_pool() -> None:
     inst = instance_from_pool(_pool(availabilityZones=["2"]), "eastus", NC24)
     assert inst.name == "ws0123abcd9"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -176,6 +177,23 @@ async def test_instance_terminating_only_once_the_cloud_accepted_the_delete(worl
     world.fire_timers()
     await world.settle()
     assert world.conditions("nodeclaim", "wsrefuse001")["InstanceTerminating"]["status"] == "True"
+
+
+async def test_no_delete_is_sent_while_an_update_of_the_instance_runs(world: World) -> None:
+    """A pool being updated (our adoption's tag PUT, an upgrade) refuses a DELETE with 409: wait."""
+    await make_ready(world, "nodeclaim", "wsbusy00001")
+    inst = world.cloud.instances["wsbusy00001"]
+    world.cloud.instances["wsbusy00001"] = replace(inst, busy=True)
+    world.kube.remove(RESOURCES["nodeclaim"], "wsbusy00001")
+    await world.settle()
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("delete", "wsbusy00001") == 0
+    assert world.conditions("nodeclaim", "wsbusy00001").get("InstanceTerminating", {}).get("status") != "True"
+    world.cloud.instances["wsbusy00001"] = replace(world.cloud.instances["wsbusy00001"], busy=False)
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("delete", "wsbusy00001") == 1
 
 
 async def test_every_node_a_claim_owns_is_released(world: World) -> None:

@@ -219,6 +219,8 @@ def build_pool(
 _CREATING_STATES = frozenset({"creating"})
 _DELETING_STATES = frozenset({"deleting"})
 _FAILED_STATES = frozenset({"failed", "canceled", "cancelled"})
+#: A running pool with an operation under way: AKS answers a DELETE with 409 until it ends.
+_BUSY_STATES = frozenset({"updating", "upgrading", "scaling", "starting", "stopping"})
 
 
 def instance_state(provisioning_state: str | None) -> InstanceState:
@@ -301,4 +303,5 @@ def instance_from_pool(
         failure=failure,
         node_labels=dict(props.node_labels or {}) if props else {},
         version=(props.e_tag if props else None) or None,
+        busy=sdk_text(props.provisioning_state if props else None).lower() in _BUSY_STATES,
     )
