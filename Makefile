@@ -17,15 +17,26 @@ LOCAL_DIR ?= .local
 help: ## List targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The controller's dependencies exactly as the image installs them (requirements.lock), then the
+# package itself, the offline cloud (fakes/, a distribution of its own) and the test tools.
+$(VENV)/.installed: pyproject.toml fakes/pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet -e ./fakes -e '.[test,fake]'
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv and install the package with test tools
+venv: $(VENV)/.installed ## Create .venv: locked dependencies, the package, the fakes and the test tools
+
+# uv resolves requirements.lock (`make lock`); installed into the venv on demand, pinned.
+UV_VERSION ?= 0.13.8
+
+.PHONY: lock
+lock: venv ## Regenerate requirements.lock and requirements-build.lock from pyproject.toml, hashes included (UPGRADE=1: newest pins)
+	$(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
+	UV=$(VENV)/bin/uv hack/lock.sh
 
 .PHONY: tools
 tools: ## Build kube-apiserver, kubectl, etcd and helm from pinned Go modules (cached)
