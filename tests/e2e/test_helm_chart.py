@@ -431,7 +431,8 @@ def test_optional_parts_and_our_settings_keys(helm: Helm) -> None:
     assert json.loads(env["AZURE_EXTRA_TAGS"]) == {"team": "ml"}
     assert env["INSTANCE_TYPE_ALLOWLIST"] == "Standard_NC24ads_A100_v4,Standard_NC6s_v3"
     assert container(docs)["image"] == (
-        "gpu-provisioner:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        "ghcr.io/gpu-provisioner/gpu-provisioner:0.1.0"
+        "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     )
     assert one(docs, "ServiceAccount")["metadata"]["annotations"] == {
         "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555"
