@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from provisioner import __version__
 from provisioner.cloud.registry import ProviderLoadError, ProviderNotFoundError, available_providers
-from provisioner.settings import Settings, SettingsError
+from provisioner.settings import Settings, SettingsError, StartupError
 
 
 def _flag(name: str) -> str:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-provisioner", description="GPU node provisioner for Karpenter claims."
     )
+    parser.add_argument("--version", action="version", version=f"gpu-provisioner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="Print the version and exit.")
     ctl = sub.add_parser(
@@ -65,14 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env({**os.environ, **_overrides(args)})
     except SettingsError as e:
-        print(f"gpu-provisioner: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
     if settings.cloud not in available_providers():
-        print(
-            f"gpu-provisioner: unknown cloud {settings.cloud!r}; installed: {', '.join(available_providers())}",
-            file=sys.stderr,
-        )
-        return 2
+        return _fail(f"unknown cloud {settings.cloud!r}; installed: {', '.join(available_providers())}")
 
     from provisioner import logs, operator
 
@@ -81,12 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(operator.run(settings, kubeconfig=args.kubeconfig))
-    except (ProviderLoadError, ProviderNotFoundError) as e:
-        # Misconfiguration (e.g. a missing ARM_SUBSCRIPTION_ID): one clear line, not a traceback.
-        print(f"gpu-provisioner: {e}", file=sys.stderr)
-        return 2
+    except (ProviderLoadError, ProviderNotFoundError, StartupError) as e:
+        # Misconfiguration (a missing ARM_SUBSCRIPTION_ID, a busy port, no API server): a clear
+        # line per problem, not a traceback.
+        return _fail(e)
     except KeyboardInterrupt:
         return 0
+
+
+def _fail(problem: object) -> int:
+    """Print each line of ``problem`` as ``gpu-provisioner: <line>`` on stderr; exit status 2."""
+    for line in str(problem).strip().splitlines():
+        if line.strip():
+            print(f"gpu-provisioner: {line.strip()}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Ready means: the API server answers, and the cloud accepts our credentials (providers that can
 check that expose an async ``check() -> (ok, reason)``). Both are checked at most every few seconds
 and the result is cached, so probes cost neither API server nor cloud much. A standby replica is
-ready too (it could take over at any time); the leader gauge tells which one acts.
+ready too (it could take over at any time); the leader gauge tells which one acts. A cloud that is
+usable but degraded (e.g. an optional permission denied) answers ok with a reason: ``/readyz``
+stays 200 and shows it, ``ok (cloud: degraded: ...)``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from provisioner.kube import ApiError, KubeClient
 from provisioner.metrics import Metrics
+from provisioner.settings import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ class ReadinessProbe:
                 ok, reason = False, f"{type(e).__name__}: {e}"
             if not ok:
                 return False, f"cloud: {reason}"
+            if reason and reason != "ok":
+                return True, f"ok (cloud: {reason})"
         return True, "ok"
 
 
@@ -101,9 +106,15 @@ class Servers:
         for name, port, app in plan:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, bind, port)
-            await site.start()
             self._runners.append(runner)
+            try:
+                await web.TCPSite(runner, bind, port).start()
+            except OSError as e:
+                setting = "METRICS_PORT" if name.startswith("metrics") else "HEALTH_PORT"
+                raise StartupError(
+                    f"cannot serve {name} on {bind}:{port}: {e.strerror or e}; "
+                    f"set {setting} (or BIND_ADDRESS) to a free port (0 turns it off)"
+                ) from e
             self.ports[name] = port
             logger.info("serving %s on %s:%d", name, bind, port)
 

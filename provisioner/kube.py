@@ -128,6 +128,10 @@ class KubeClient:
         #: Names this replica in the API server's audit log.
         self.user_agent = "gpu-provisioner"
 
+    @property
+    def server(self) -> str:
+        return self._base
+
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> KubeClient:
         """In-cluster settings when running in a pod (and no kubeconfig given), else the kubeconfig."""
@@ -230,6 +234,11 @@ class KubeClient:
             ) as resp:
                 text = await resp.text()
                 status = resp.status
+        except aiohttp.ClientConnectorError as e:
+            why = e.os_error.strerror or str(e.os_error)
+            raise ApiError(
+                0, "Unreachable", f"{method} {path}: cannot connect to {e.host}:{e.port}: {why}"
+            ) from e
         except (TimeoutError, aiohttp.ClientError) as e:
             raise ApiError(0, "Unreachable", f"{method} {path}: {type(e).__name__}: {e}") from e
         if status >= 400:

@@ -1,20 +1,50 @@
 """Logging setup: JSON lines for clusters, readable text for terminals.
 
-Structured fields (``claim``, ``pool``, ``node``, ``kind``, ``reason``) passed through ``extra=``
-become JSON keys, or ``key=value`` suffixes in text mode.
+Structured fields (``claim``, ``pool``, ``node``, ``kind``, ``reason``) passed through ``extra=``, or
+set for everything a reconcile logs with :func:`fields`, become JSON keys, or ``key=value`` suffixes
+in text mode. JSON lines look like Karpenter's (``level`` in capitals, ``time`` in UTC).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 
 from provisioner.redact import MIN_SECRET_LENGTH, redact, register_secret
 
 FIELDS = ("claim", "kind", "pool", "node", "reason")
+#: Karpenter's (zap's) names of the levels.
+_LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_context: ContextVar[Mapping[str, str] | None] = ContextVar("log_fields", default=None)
+
+
+@contextlib.contextmanager
+def fields(**values: str) -> Iterator[None]:
+    """Add these fields to every record logged in this context (e.g. one reconcile)."""
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in values.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFieldsFilter(logging.Filter):
+    """Fills a record's missing structured fields from the current :func:`fields` context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if not getattr(record, key, None):
+                setattr(record, key, value)
+        return True
+
+
+def _utc(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class SecretRedactingFilter(logging.Filter):
@@ -55,9 +85,8 @@ class SecretRedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
+            "level": _LEVELS.get(record.levelname, record.levelname),
+            "time": _utc(record),
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -74,9 +103,10 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        super().__init__("%(utc)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        record.utc = _utc(record)
         text = super().format(record)
         extras = [f"{key}={getattr(record, key)}" for key in FIELDS if getattr(record, key, None)]
         return f"{text} [{' '.join(extras)}]" if extras else text
@@ -88,6 +118,7 @@ def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     for secret in secrets:
         register_secret(secret)  # masked in condition messages and Events too
+    handler.addFilter(ContextFieldsFilter())
     handler.addFilter(SecretRedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +30,10 @@ from provisioner.endpoints import ReadinessProbe, Servers
 from provisioner.events import EventRecorder
 from provisioner.fencing import WriteGate, watch_for_stalls
 from provisioner.gc import GarbageCollector
-from provisioner.kube import NODES, KubeClient
+from provisioner.kube import NODES, ApiError, KubeClient
 from provisioner.leader import LeaderElector
 from provisioner.metrics import Metrics
-from provisioner.settings import Settings
+from provisioner.settings import Settings, StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,43 @@ async def _watch_for_stalls(
     )
 
 
+async def _kube_client(kubeconfig: str | None) -> KubeClient:
+    """The API client, or a StartupError saying which kubeconfig could not be used and why."""
+    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config (or in-cluster credentials)"
+    try:
+        # Loading a kubeconfig may run an exec credential plugin: not on the event loop.
+        return await asyncio.to_thread(KubeClient.from_config, kubeconfig)
+    except Exception as e:
+        raise StartupError(
+            f"cannot load the kubeconfig {where}: {str(e).strip() or type(e).__name__}; "
+            "pass --kubeconfig (or set KUBECONFIG) to a valid file, or run in a pod with a service account"
+        ) from e
+
+
+async def _wait_for_api_server(kube: KubeClient, wait_seconds: float) -> None:
+    """Wait (bounded) until the API server answers; a StartupError naming it and the last error."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.5
+    while True:
+        try:
+            await kube.request("GET", "/version")
+            return
+        except ApiError as e:
+            if e.status in (401, 403):
+                raise StartupError(
+                    f"the API server {kube.server} refused our credentials ({e.status} {e.reason}); "
+                    "check the kubeconfig's user or the service account token"
+                ) from e
+            if time.monotonic() + delay > deadline:
+                raise StartupError(
+                    f"cannot reach the API server {kube.server} within {wait_seconds:g}s ({e.message}); "
+                    "check the kubeconfig's server address and the network, or raise API_SERVER_WAIT_SECONDS"
+                ) from e
+            logger.warning("waiting for the API server %s: %s", kube.server, e.message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _lease_namespace(settings: Settings) -> str:
     if settings.leader_election_namespace:
         return settings.leader_election_namespace
@@ -182,8 +220,7 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         on_closed=lambda _: fenced.set(),
         on_refused=lambda target: runtime.metrics.writes_refused.labels(target).inc(),
     )
-    # Loading a kubeconfig may run an exec credential plugin: not on the event loop.
-    kube = runtime.kube = await asyncio.to_thread(KubeClient.from_config, kubeconfig)
+    kube = runtime.kube = await _kube_client(kubeconfig)
     kube.write_gate = gate.check
     kube.user_agent = f"gpu-provisioner/{__version__} ({identity})"
     context = ProviderContext(
@@ -193,16 +230,21 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         write_gate=gate.check,
         identity=identity,
     )
-    cloud = runtime.cloud = load_provider(settings.cloud, context)
-    readiness = ReadinessProbe(kube, getattr(cloud, "check", None))
     servers = Servers()
-    await servers.start(
-        bind=settings.bind_address,
-        metrics_port=settings.metrics_port,
-        health_port=settings.health_port,
-        metrics=runtime.metrics,
-        readiness=readiness,
-    )
+    try:
+        cloud = runtime.cloud = load_provider(settings.cloud, context)
+        await _wait_for_api_server(kube, settings.api_server_wait)
+        await servers.start(
+            bind=settings.bind_address,
+            metrics_port=settings.metrics_port,
+            health_port=settings.health_port,
+            metrics=runtime.metrics,
+            readiness=ReadinessProbe(kube, getattr(cloud, "check", None)),
+        )
+    except BaseException:
+        await servers.stop()
+        await _cleanup(runtime)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_exception_handler)

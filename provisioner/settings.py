@@ -20,6 +20,10 @@ class SettingsError(ValueError):
     """One or more settings have invalid values; the message names each one."""
 
 
+class StartupError(RuntimeError):
+    """The controller cannot start; the message says what is wrong and what to change (a line each)."""
+
+
 def _setting(default: Any, env: str, help: str, *, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"env": env, "help": help, "choices": choices})
 
@@ -187,8 +191,13 @@ class Settings:
         "RECONCILE_RETRY_RATE",
         "Most retries of failed reconciles started per second, over all claims (burst: ten times it).",
     )
+    api_server_wait: float = _setting(
+        60.0,
+        "API_SERVER_WAIT_SECONDS",
+        "How long start-up waits for the API server to answer before it gives up (exit 2).",
+    )
     log_level: str = _setting(
-        "info", "LOG_LEVEL", "Log level.", choices=("debug", "info", "warning", "error")
+        "info", "LOG_LEVEL", "Log level.", choices=("debug", "info", "warn", "warning", "error")
     )
     log_format: str = _setting("text", "LOG_FORMAT", "Log format.", choices=("text", "json"))
 

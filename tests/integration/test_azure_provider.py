@@ -570,10 +570,25 @@ async def test_list_is_one_paged_call_cached(providers: Callable[..., AzureCloud
 
 
 def test_misconfiguration_is_one_readable_error(make_env: Callable[..., dict[str, str]]) -> None:
-    with pytest.raises(ConfigError, match=r"^ARM_SUBSCRIPTION_ID: is required but not set$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^ARM_SUBSCRIPTION_ID: is required but not set \(the AKS cluster's subscription ID\)$",
+    ):
         AzureCloud(ProviderContext(env={k: v for k, v in make_env().items() if k != "ARM_SUBSCRIPTION_ID"}))
     with pytest.raises(ProviderLoadError, match="ARM_ENDPOINT: must be an https:// URL"):
         load_provider("azure", ProviderContext(env=make_env(ARM_ENDPOINT="http://127.0.0.1:1")))
+
+
+def test_every_bad_setting_is_reported_at_once(make_env: Callable[..., dict[str, str]]) -> None:
+    gone = ("ARM_SUBSCRIPTION_ID", "ARM_RESOURCE_GROUP", "AZURE_CLUSTER_NAME", "LOCATION")
+    env = {
+        k: v for k, v in make_env(AZURE_MAX_PODS="5", AZURE_OS_DISK_TYPE="Floppy").items() if k not in gone
+    }
+    with pytest.raises(ConfigError) as e:
+        AzureCloud(ProviderContext(env=env))
+    lines = str(e.value).splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == [*gone, "AZURE_OS_DISK_TYPE", "AZURE_MAX_PODS"]
+    assert "must be at least 10" in lines[-1]
 
 
 async def test_credential_failure_is_reported_by_check_not_raised(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.cloud.azure.auth import SecretRedactingFilter, credential_kind
+from provisioner.cloud.azure.auth import SecretRedactingFilter, build_credential, credential_kind
 from provisioner.cloud.azure.env import ConfigError
 from provisioner.cloud.azure.settings import AzureSettings
 
@@ -134,3 +134,30 @@ def test_redacting_filter_masks_tokens_and_secrets() -> None:
     text = record.getMessage()
     assert jwt not in text and "hunter2-secret" not in text and "abc.def" not in text
     assert "Bearer ***" in text
+
+
+async def test_the_credential_in_use_is_logged_and_no_identity_at_all_is_a_warning(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger="provisioner.cloud.azure.auth")
+    credential = build_credential(AzureSettings.from_env(BASE))
+    await credential.close()
+    (info,) = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert "managed identity" in info.getMessage()
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "no Azure identity is configured" in warning.getMessage()
+    assert "AZURE_FEDERATED_TOKEN_FILE" in warning.getMessage()
+
+    caplog.clear()
+    token = tmp_path / "token"
+    token.write_text("t")
+    workload = {
+        **BASE,
+        "AZURE_FEDERATED_TOKEN_FILE": str(token),
+        "AZURE_CLIENT_ID": "c1",
+        "AZURE_TENANT_ID": "t1",
+    }
+    credential = build_credential(AzureSettings.from_env(workload))
+    await credential.close()
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "workload identity (client c1, tenant t1" in caplog.records[0].getMessage()

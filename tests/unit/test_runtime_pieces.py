@@ -7,15 +7,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from provisioner import operator
 from provisioner.kube import KubeClient
-from provisioner.settings import Settings
+from provisioner.settings import Settings, StartupError
 
 EXEC_PLUGIN = """
 import json, sys, time
@@ -28,13 +29,11 @@ json.dump({
 """
 
 
-def _kubeconfig(tmp_path: Path, user: dict[str, Any]) -> Path:
+def _kubeconfig(tmp_path: Path, user: dict[str, Any], server: str = "https://127.0.0.1:1") -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "c", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}
-        ],
+        "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "u", "user": user}],
         "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
         "current-context": "ctx",
@@ -92,11 +91,36 @@ async def test_an_exec_credential_plugin_never_blocks_the_event_loop(tmp_path: P
 
 
 @pytest.fixture
-def quiet_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
+async def quiet_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Settings, str]]:
+    """Settings and a kubeconfig for ``operator.run`` whose API server answers only ``/version``
+    (start-up waits for it; kopf itself is replaced by each test)."""
     monkeypatch.setenv("FAKE_CLOUD_SIMULATE_NODES", "false")
-    kubeconfig = _kubeconfig(tmp_path, {"token": "t"})
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"gitVersion": "v1.34.0"})
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kubeconfig = _kubeconfig(tmp_path, {"token": "t"}, server=f"http://127.0.0.1:{port}")
     settings = Settings(cloud="fake", leader_elect=False, metrics_port=0, health_port=0)
-    return settings, str(kubeconfig)
+    try:
+        yield settings, str(kubeconfig)
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_unreachable_api_server_fails_the_start_after_a_bounded_wait(tmp_path: Path) -> None:
+    settings = Settings(cloud="fake", leader_elect=False, metrics_port=0, health_port=0, api_server_wait=1.0)
+    started = time.monotonic()
+    with pytest.raises(StartupError, match=r"cannot reach the API server https://127\.0\.0\.1:1 within 1s"):
+        await operator.run(settings, kubeconfig=str(_kubeconfig(tmp_path, {"token": "t"})))
+    assert time.monotonic() - started < 10
 
 
 async def test_a_crashed_operator_exits_non_zero(

@@ -311,3 +311,43 @@ def test_tracebacks_are_masked_too() -> None:
         out = stream.getvalue()
         assert "s3cr3t-value" not in out and "eyJhbGciOi" not in out, out
         assert "RuntimeError" in out and "call failed" in out
+
+
+def test_log_lines_are_dated_carry_the_reconcile_fields_and_use_karpenters_levels() -> None:
+    import io
+    import json
+    import logging
+    import re
+
+    from provisioner import logs
+
+    for formatter in (logs.JsonFormatter(), logs.TextFormatter()):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler.addFilter(logs.ContextFieldsFilter())
+        log = logging.getLogger(f"test-fields-{type(formatter).__name__}")
+        log.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.propagate = False
+        with logs.fields(claim="ws1", kind="NodeClaim", pool="ws1"):
+            log.warning("launch failed")
+            log.info("node joined", extra={"node": "aks-ws1-0"})
+        log.info("outside")
+        first, second, third = stream.getvalue().splitlines()
+        if isinstance(formatter, logs.JsonFormatter):
+            entry = json.loads(first)
+            assert entry["level"] == "WARN"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+            assert (entry["claim"], entry["kind"], entry["pool"]) == ("ws1", "NodeClaim", "ws1")
+            assert json.loads(second)["node"] == "aks-ws1-0" and json.loads(second)["level"] == "INFO"
+            assert "claim" not in json.loads(third)
+        else:
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING ", first), first
+            assert first.endswith("[claim=ws1 kind=NodeClaim pool=ws1]")
+            assert "node=aks-ws1-0" in second
+            assert "[" not in third
+
+
+def test_log_level_warn_is_accepted() -> None:
+    assert Settings.from_env({"LOG_LEVEL": "warn"}).log_level == "warn"

@@ -8,6 +8,7 @@ identity. ``AZURE_CREDENTIAL=default`` opts into the full ``DefaultAzureCredenti
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -22,6 +23,8 @@ from azure.identity.aio import (
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.logs import SecretRedactingFilter  # log redaction lives with the log setup
 from provisioner.redact import REDACTED
+
+log = logging.getLogger(__name__)
 
 _KNOWN_AUTHORITIES = {
     h.rstrip("/").removeprefix("https://")
@@ -62,9 +65,30 @@ def _authority_kwargs(settings: AzureSettings) -> dict[str, Any]:
     return kwargs
 
 
+def describe_credential(settings: AzureSettings) -> str:
+    """The credential in use, in words, for the start-up log line."""
+    kind = credential_kind(settings)
+    client = f"client {settings.client_id}" if settings.client_id else ""
+    if kind == "workload-identity":
+        return f"workload identity ({client}, tenant {settings.tenant_id}, token {settings.federated_token_file})"
+    if kind == "client-secret":
+        return f"service principal secret ({client}, tenant {settings.tenant_id})"
+    if kind == "managed-identity":
+        who = client or "the system-assigned or kubelet identity of the node"
+        return f"managed identity ({who})"
+    return "DefaultAzureCredential (environment, workload identity, managed identity, then developer tools)"
+
+
 def build_credential(settings: AzureSettings) -> AsyncTokenCredential:
     """The async credential ``settings`` ask for. Nothing is fetched until the first request."""
     kind = credential_kind(settings)
+    log.info("Azure credential: %s", describe_credential(settings))
+    if settings.credential == "auto" and kind == "managed-identity" and not settings.client_id:
+        log.warning(
+            "no Azure identity is configured (AZURE_FEDERATED_TOKEN_FILE + AZURE_CLIENT_ID for workload "
+            "identity, AZURE_CLIENT_SECRET for a service principal, or AZURE_CLIENT_ID for a user-assigned "
+            "managed identity); falling back to the node's managed identity, which needs rights on the cluster"
+        )
     common = _common_kwargs(settings)
     if kind == "workload-identity":
         assert settings.tenant_id and settings.client_id and settings.federated_token_file

@@ -10,17 +10,36 @@ _T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
-    """The provider's configuration is missing or wrong; the message names the setting."""
+    """The provider's configuration is missing or wrong; the message names the setting (a line
+    per setting when several are wrong: ``also`` holds the others)."""
 
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
+    setting: str
+    problem: str
+
+    def __init__(self, setting: str, problem: str, also: tuple[ConfigError, ...] = ()) -> None:
+        lines = [f"{setting}: {problem}", *(f"{e.setting}: {e.problem}" for e in also)]
+        super().__init__("\n".join(lines))
         self.setting = setting
         self.problem = problem
+        self.also = also
 
 
 class EnvReader:
+    """Typed reads of settings. A bad value is recorded, not raised, so that ``check`` reports every
+    bad setting at once; until then reads return the default (or "")."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.errors: list[ConfigError] = []
+
+    def error(self, name: str, problem: str) -> None:
+        self.errors.append(ConfigError(name, problem))
+
+    def check(self) -> None:
+        """Raise one ConfigError naming every bad setting recorded so far."""
+        if self.errors:
+            first, *rest = self.errors
+            raise ConfigError(first.setting, first.problem, tuple(rest))
 
     def optional(self, name: str) -> str | None:
         value = self._env.get(name)
@@ -29,10 +48,11 @@ class EnvReader:
         value = value.strip()
         return value or None
 
-    def required(self, name: str) -> str:
+    def required(self, name: str, what: str = "") -> str:
         value = self.optional(name)
         if value is None:
-            raise ConfigError(name, "is required but not set")
+            self.error(name, f"is required but not set{f' ({what})' if what else ''}")
+            return ""
         return value
 
     def number(
@@ -50,12 +70,13 @@ class EnvReader:
         try:
             value = kind(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a {getattr(kind, '__name__', 'number')}, got {raw!r}") from None
+            self.error(name, f"must be a {getattr(kind, '__name__', 'number')}, got {raw!r}")
+            return default
         as_float = float(value)  # type: ignore[arg-type]
         if minimum is not None and as_float < minimum:
-            raise ConfigError(name, f"must be at least {minimum:g}, got {raw!r}")
-        if maximum is not None and as_float > maximum:
-            raise ConfigError(name, f"must be at most {maximum:g}, got {raw!r}")
+            self.error(name, f"must be at least {minimum:g}, got {raw!r}")
+        elif maximum is not None and as_float > maximum:
+            self.error(name, f"must be at most {maximum:g}, got {raw!r}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -67,7 +88,8 @@ class EnvReader:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(name, f"must be true or false, got {raw!r}")
+        self.error(name, f"must be true or false, got {raw!r}")
+        return default
 
     def tags(self, name: str) -> dict[str, str]:
         raw = self.optional(name)
@@ -77,9 +99,11 @@ class EnvReader:
             try:
                 parsed = json.loads(raw)
             except json.JSONDecodeError as e:
-                raise ConfigError(name, f"is not valid JSON: {e}") from None
+                self.error(name, f"is not valid JSON: {e}")
+                return {}
             if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-                raise ConfigError(name, "must be a JSON object of string values")
+                self.error(name, "must be a JSON object of string values")
+                return {}
             return {str(k): v for k, v in parsed.items()}
         tags: dict[str, str] = {}
         for item in raw.split(","):
@@ -87,6 +111,7 @@ class EnvReader:
                 continue
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
-                raise ConfigError(name, f"entry {item!r} is not key=value")
+                self.error(name, f"entry {item!r} is not key=value")
+                continue
             tags[key.strip()] = value.strip()
         return tags

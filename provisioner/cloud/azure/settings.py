@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from provisioner.cloud.azure.env import ConfigError, EnvReader
+from provisioner.cloud.azure.env import EnvReader
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 
@@ -171,41 +171,39 @@ class AzureSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, cluster_name: str = "") -> AzureSettings:
-        """Read and validate settings; raises ``ConfigError`` naming the first bad setting."""
+        """Read and validate settings; raises one ``ConfigError`` naming every bad setting."""
         r = EnvReader(env)
-        subscription = r.required("ARM_SUBSCRIPTION_ID")
-        try:
-            uuid.UUID(subscription)
-        except ValueError:
-            raise ConfigError(
-                "ARM_SUBSCRIPTION_ID", f"must be a subscription UUID, got {subscription!r}"
-            ) from None
-        resource_group = r.required("ARM_RESOURCE_GROUP")
+        subscription = r.required("ARM_SUBSCRIPTION_ID", "the AKS cluster's subscription ID")
+        if subscription:
+            try:
+                uuid.UUID(subscription)
+            except ValueError:
+                r.error("ARM_SUBSCRIPTION_ID", f"must be a subscription UUID, got {subscription!r}")
+        resource_group = r.required("ARM_RESOURCE_GROUP", "the AKS cluster's resource group")
         cluster = r.optional("AZURE_CLUSTER_NAME") or cluster_name
         if not cluster:
-            raise ConfigError("AZURE_CLUSTER_NAME", "is required (name of the AKS cluster)")
-        location = r.required("LOCATION").replace(" ", "").lower()
+            r.error("AZURE_CLUSTER_NAME", "is required but not set (the AKS cluster's name)")
+        location = r.required("LOCATION", "the cluster's Azure region, e.g. eastus").replace(" ", "").lower()
         endpoint = r.optional("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT
         parsed = urlparse(endpoint)
         if parsed.scheme != "https" or not parsed.netloc:
-            raise ConfigError("ARM_ENDPOINT", f"must be an https:// URL, got {endpoint!r}")
+            r.error("ARM_ENDPOINT", f"must be an https:// URL, got {endpoint!r}")
         ca_bundle = r.optional("ARM_CA_BUNDLE")
         if ca_bundle and not os.path.isfile(ca_bundle):
-            raise ConfigError("ARM_CA_BUNDLE", f"file {ca_bundle!r} does not exist")
+            r.error("ARM_CA_BUNDLE", f"file {ca_bundle!r} does not exist")
         credential = (r.optional("AZURE_CREDENTIAL") or "auto").lower()
         if credential not in CREDENTIAL_KINDS:
-            raise ConfigError(
-                "AZURE_CREDENTIAL", f"must be one of {', '.join(CREDENTIAL_KINDS)}, got {credential!r}"
-            )
+            r.error("AZURE_CREDENTIAL", f"must be one of {', '.join(CREDENTIAL_KINDS)}, got {credential!r}")
         authority = r.optional("AZURE_AUTHORITY_HOST")
         if authority and urlparse(authority).scheme != "https":
-            raise ConfigError("AZURE_AUTHORITY_HOST", f"must be an https:// URL, got {authority!r}")
+            r.error("AZURE_AUTHORITY_HOST", f"must be an https:// URL, got {authority!r}")
         os_disk_type = r.optional("AZURE_OS_DISK_TYPE")
         if os_disk_type:
             matched = [t for t in OS_DISK_TYPES if t.lower() == os_disk_type.lower()]
-            if not matched:
-                raise ConfigError("AZURE_OS_DISK_TYPE", f"must be Managed or Ephemeral, got {os_disk_type!r}")
-            os_disk_type = matched[0]
+            if matched:
+                os_disk_type = matched[0]
+            else:
+                r.error("AZURE_OS_DISK_TYPE", f"must be Managed or Ephemeral, got {os_disk_type!r}")
         subnet = r.optional("AZURE_VNET_SUBNET_ID")
         if subnet and not re.match(
             r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
@@ -213,7 +211,7 @@ class AzureSettings:
             subnet,
             re.IGNORECASE,
         ):
-            raise ConfigError("AZURE_VNET_SUBNET_ID", f"must be a subnet resource ID, got {subnet!r}")
+            r.error("AZURE_VNET_SUBNET_ID", f"must be a subnet resource ID, got {subnet!r}")
 
         settings = cls(
             subscription_id=subscription,
@@ -248,7 +246,8 @@ class AzureSettings:
             quota_preflight=r.boolean("AZURE_QUOTA_PREFLIGHT", True),
             unavailable_sku_seconds=r.number("AZURE_UNAVAILABLE_SKU_SECONDS", float, 180.0, minimum=0),
         )
-        _check_credential(settings)
+        _check_credential(settings, r)
+        r.check()
         return settings
 
     @classmethod
@@ -261,7 +260,7 @@ class AzureSettings:
         return [s for s in (self.client_secret,) if s]
 
 
-def _check_credential(s: AzureSettings) -> None:
+def _check_credential(s: AzureSettings, r: EnvReader) -> None:
     if s.credential == "workload-identity":
         for name, value in (
             ("AZURE_FEDERATED_TOKEN_FILE", s.federated_token_file),
@@ -269,7 +268,7 @@ def _check_credential(s: AzureSettings) -> None:
             ("AZURE_TENANT_ID", s.tenant_id),
         ):
             if not value:
-                raise ConfigError(name, "is required for AZURE_CREDENTIAL=workload-identity")
+                r.error(name, "is required for AZURE_CREDENTIAL=workload-identity")
     if s.credential == "client-secret":
         for name, value in (
             ("AZURE_CLIENT_SECRET", s.client_secret),
@@ -277,7 +276,7 @@ def _check_credential(s: AzureSettings) -> None:
             ("AZURE_TENANT_ID", s.tenant_id),
         ):
             if not value:
-                raise ConfigError(name, "is required for AZURE_CREDENTIAL=client-secret")
+                r.error(name, "is required for AZURE_CREDENTIAL=client-secret")
     if s.credential == "auto" and s.federated_token_file and not (s.client_id and s.tenant_id):
         missing = "AZURE_CLIENT_ID" if not s.client_id else "AZURE_TENANT_ID"
-        raise ConfigError(missing, "is required with AZURE_FEDERATED_TOKEN_FILE (workload identity)")
+        r.error(missing, "is required with AZURE_FEDERATED_TOKEN_FILE (workload identity)")
