@@ -937,7 +937,10 @@ class Demo:
         if self.detach:
             self.detached = True
             self.save_state()
-            down = f"{rel(sys.executable)} -m hack.demo --down --state-dir {rel(self.state_dir)}"
+            if self.args.state_dir:
+                down = f"{rel(sys.executable)} -m hack.demo --down --state-dir {rel(self.state_dir)}"
+            else:
+                down = "make demo DEMO_ARGS=--down"
             self.out.info(f"stop everything with: {down}")
             return 0
         self.out.info("Ctrl-C stops the controller, the fake ARM server and the demo's control plane.")

@@ -92,7 +92,7 @@ def capacity_detail(err: InsufficientCapacity) -> str:
         facts.append(f"family {err.family}")
     if err.vcpus_needed is not None and err.vcpus_free is not None:
         counts = f"{err.vcpus_needed} vCPUs needed, {err.vcpus_free} free"
-        if counts not in text:
+        if f"{err.vcpus_needed} vCPUs" not in text:  # the cloud's words may say it already
             facts.append(counts)
     extra = "; ".join(facts)
     if not extra:

@@ -237,3 +237,18 @@ async def test_token_bucket_bounds_the_rate() -> None:
     elapsed = time.monotonic() - start
     assert elapsed >= 0.045  # 2 free, then 5 at 10 ms each
     assert bucket.waited_seconds > 0
+
+
+def test_a_zero_quota_says_so_instead_of_zero_of_zero_free() -> None:
+    usages = {"standardncadsa100v4family": UsageLimit("standardNCADSA100v4Family", 0, 0, "A100 vCPUs")}
+    err = shortfall(
+        usages,
+        "standardNCADSA100v4Family",
+        24,
+        spot=False,
+        location="eastus",
+        vm_size="Standard_NC24ads_A100_v4",
+    )
+    assert err is not None
+    assert "0 of 0" not in str(err)
+    assert "limit is 0 vCPUs (request a quota increase)" in str(err)

@@ -555,6 +555,12 @@ def test_nodeclaim_insufficient_capacity_message_starts_with_kaito_text_and_has_
     assert on_wire["observedGeneration"] == 1
 
 
+def test_capacity_details_are_not_repeated_when_the_cloud_already_says_them() -> None:
+    detail = launch.capacity_detail(quota_error())
+    assert detail.count("12 vCPUs") == 1, detail
+    assert "needed" not in detail
+
+
 @pytest.mark.parametrize("dialect", [MACHINE, NODECLAIM], ids=lambda d: d.name)
 def test_capacity_details_come_from_the_error_fields_not_only_its_text(dialect: Dialect) -> None:
     """Family and vCPUs needed/free are structured on the error; they must reach the user even when

@@ -55,7 +55,12 @@ def shortfall(
             continue
         return InsufficientCapacity(
             f"vCPU quota too low: {vm_size} needs {vcpus} vCPUs of {usage.name} ({usage.display_name}) "
-            f"in {location}, {usage.free} of {usage.limit} free ({usage.current} used)",
+            f"in {location}, "
+            + (
+                f"{usage.free} of {usage.limit} free ({usage.current} used)"
+                if usage.limit
+                else "where the limit is 0 vCPUs (request a quota increase)"
+            ),
             "QuotaExceeded",
             instance_type=vm_size,
             family=usage.name,
@@ -158,6 +163,10 @@ class QuotaChecker:
     def release(self, pool: str) -> None:
         """The create for ``pool`` was refused, or its pool settled: stop counting it ourselves."""
         self._pending.pop(pool, None)
+
+    async def read(self) -> dict[str, UsageLimit]:
+        """The usages listing (cached), as read: without our pending creates."""
+        return await self._cache.get()
 
     def invalidate(self) -> None:
         self._cache.invalidate()
