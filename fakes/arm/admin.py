@@ -13,7 +13,8 @@
 ``POST /_fake/quota``                        ``{"location", "limits": {family: n}, "baseline": {...}}``
                                              or ``{"location", "family", "limit"}``
 ``GET|POST /_fake/settings``                 ``latency`` {create, update, delete}, ``page_size``,
-                                             ``lro_retry_after``, ``auto_create_clusters``
+                                             ``lro_retry_after``, ``auto_create_clusters``,
+                                             ``denied_actions`` (RBAC actions answered 403)
 ``GET /_fake/pools``                         every pool with its state and running operation
 ``POST /_fake/operations/{id}``              finish a running operation now: ``{"status":
                                              "Succeeded"}`` or ``{"status": "Failed", "error":
@@ -159,6 +160,7 @@ class AdminRoutes:
             "page_size": self.arm.aks.page_size,
             "lro_retry_after": self.arm.config.lro_retry_after,
             "auto_create_clusters": self.arm.config.auto_create_clusters,
+            "denied_actions": list(self.arm.authorizer.denied),
         }
 
     async def get_settings(self, request: web.Request) -> web.Response:
@@ -168,7 +170,13 @@ class AdminRoutes:
         body = await _json(request)
         if not isinstance(body, dict):
             return _bad_request("expected an object")
-        unknown = set(body) - {"latency", "page_size", "lro_retry_after", "auto_create_clusters"}
+        unknown = set(body) - {
+            "latency",
+            "page_size",
+            "lro_retry_after",
+            "auto_create_clusters",
+            "denied_actions",
+        }
         if unknown:
             return _bad_request(f"unknown setting(s) {sorted(unknown)}")
         try:
@@ -185,6 +193,11 @@ class AdminRoutes:
                 self.arm.config.lro_retry_after = None if value is None else int(value)
             if "auto_create_clusters" in body:
                 self.arm.config.auto_create_clusters = bool(body["auto_create_clusters"])
+            if "denied_actions" in body:
+                denied = body["denied_actions"]
+                if not isinstance(denied, list):
+                    raise ValueError("denied_actions must be a list of RBAC actions")
+                self.arm.deny(*denied)
         except (ConfigError, TypeError, ValueError) as e:
             return _bad_request(str(e))
         return web.json_response(self._settings())

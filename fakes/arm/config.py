@@ -12,7 +12,8 @@ Example (every key optional)::
       "baseline_usage": {"eastus": {"cores": 8}},
       "faults": [{"action": "throttle", "method": "PUT", "path": "/agentPools/", "count": 2},
                  {"action": "corrupt", "path": "^/subscriptions/", "ratio": 0.2, "seed": 7}],
-      "clients": {"my-client-id": "my-secret"}
+      "clients": {"my-client-id": "my-secret"},
+      "denied_actions": ["Microsoft.Compute/skus/read", "Microsoft.Compute/locations/usages/read"]
     }
 """
 
@@ -98,6 +99,9 @@ class FakeArmConfig:
     #: ``Retry-After`` (seconds) on LRO responses and operation status polls; None = not sent
     #: (the SDK then polls at its ``polling_interval``).
     lro_retry_after: int | None = None
+    #: RBAC actions the caller is not granted: answered 403 AuthorizationFailed (see
+    #: ``fakes.arm.authorization``; e.g. the subscription reads a cluster-only Contributor lacks).
+    denied_actions: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FakeArmConfig:
@@ -131,6 +135,12 @@ class FakeArmConfig:
             raise ConfigError("page_size must be at least 1")
         if self.max_pools_per_cluster < 1:
             raise ConfigError("max_pools_per_cluster must be at least 1")
+        if not isinstance(self.denied_actions, list) or not all(
+            isinstance(a, str) and a.count("/") >= 2 for a in self.denied_actions
+        ):
+            raise ConfigError(
+                "denied_actions must be a list of RBAC actions such as 'Microsoft.Compute/skus/read'"
+            )
 
 
 def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:

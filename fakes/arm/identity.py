@@ -46,6 +46,7 @@ class TokenClaims:
     client_id: str
     audience: str
     expires_on: int
+    object_id: str = ""
 
 
 class TokenError(Exception):
@@ -118,6 +119,7 @@ class TokenIssuer:
             client_id=str(payload.get("appid", "")),
             audience=str(payload.get("aud", "")),
             expires_on=exp,
+            object_id=str(payload.get("oid", "")),
         )
 
 

@@ -37,6 +37,7 @@ from fakes.arm import corruption
 from fakes.arm.admin import PREFIX as ADMIN_PREFIX
 from fakes.arm.admin import AdminRoutes
 from fakes.arm.aks_api import AksRoutes
+from fakes.arm.authorization import Authorizer
 from fakes.arm.config import FakeArmConfig, Latency
 from fakes.arm.errors import (
     INTERNAL_SERVER_ERROR,
@@ -89,6 +90,7 @@ class FakeArm:
         self.log = RequestLog()
         self.quota = QuotaBook(self.config.quota, self.config.baseline_usage)
         self.issuer = TokenIssuer(self.config.token_lifetime, self.config.clients)
+        self.authorizer = Authorizer(self.config.denied_actions)
         self.store = PoolStore(self.config, self.faults, self.quota, self._notify)
         self.aks = AksRoutes(self.store)
         self.router = Router()
@@ -250,6 +252,12 @@ class FakeArm:
                 return pool.info()
         return None
 
+    def deny(self, *actions: str) -> None:
+        """From now on answer requests needing any of ``actions`` with 403 AuthorizationFailed
+        (replaces the denied list; no arguments: every action is granted again)."""
+        self.authorizer.set_denied(actions)
+        self.config.denied_actions = list(actions)
+
     def issue_token(self, tenant_id: str = "fake-tenant", client_id: str = "fake-client") -> str:
         return self.issuer.issue(self.endpoint, tenant_id, client_id)
 
@@ -261,6 +269,7 @@ class FakeArm:
         initial = self._initial
         self.config.lro_retry_after = initial.lro_retry_after
         self.config.auto_create_clusters = initial.auto_create_clusters
+        self.deny(*initial.denied_actions)
         self.store.reset()
         self.aks.page_size = initial.page_size
         self.faults.clear()
@@ -388,11 +397,16 @@ class FakeArm:
         return ArmError(status, code, fault.message or default_message(code, ctx), headers=headers).response()
 
     async def _dispatch_arm(self, request: web.Request) -> web.StreamResponse:
+        client_id, object_id = "", ""
         if self.config.require_auth:
             try:
-                check_bearer(request, self.issuer)
+                claims = check_bearer(request, self.issuer)
             except TokenError as e:
                 return unauthorized(request, e)
+            client_id, object_id = claims.client_id, claims.object_id
+        self.authorizer.check(
+            request.method, request.path, client_id or "fake-client", object_id or client_id
+        )
         api_version = request.query.get("api-version")
         if not api_version:
             raise ArmError(

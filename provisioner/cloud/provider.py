@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from provisioner.cloud.types import CapacityType, Instance, InstanceRequest, InstanceType
+from provisioner.cloud.types import CapacityType, Degradation, Instance, InstanceRequest, InstanceType
 
 
 def _always_open(target: str) -> None:
@@ -46,9 +46,14 @@ class CloudProvider(Protocol):
     Optional extras a provider may have (``SupportsAdoption``, ``SupportsQuota`` below, and):
 
     * ``async check() -> tuple[bool, str]`` — whether the cloud accepts our credentials now
-      (``/readyz`` reports it);
+      (``/readyz`` reports it; a reason other than ``"ok"`` with True is shown as a detail, the
+      probe still succeeds);
     * ``warnings(request) -> tuple[str, ...]`` — what of a request will not reach the node as
       asked (e.g. labels the cloud refuses); each becomes a Warning event on the claim.
+    * ``degradations() -> tuple[Degradation, ...]`` — every way the provider can run degraded
+      (each one listed always, ``active`` while it does): the controller exports them as the
+      ``gpu_provisioner_cloud_degraded`` gauge, posts one Warning event per process when one turns
+      active (on the first claim launched while it is); ``check`` names the active ones.
     """
 
     def instance_name(self, claim_name: str) -> str:
@@ -110,4 +115,13 @@ class SupportsQuota(Protocol):
 
     async def quota_allows(self, instance_types: Sequence[str], capacity_type: CapacityType) -> bool:
         """Whether one more instance of any of ``instance_types`` fits the quota now."""
+        ...
+
+
+@runtime_checkable
+class SupportsDegradation(Protocol):
+    """A cloud that keeps working, with less, when an optional permission or API is unavailable."""
+
+    def degradations(self) -> tuple[Degradation, ...]:
+        """Every way the provider can run degraded, each with whether it does now (no I/O)."""
         ...

@@ -137,3 +137,16 @@ class InstanceType:
     available: bool = True
     #: Why the type cannot be used here (e.g. ``NotAvailableForSubscription``) when not available.
     unavailable_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Something a provider can work without, and whether it currently does (e.g. an optional
+    permission the cloud denies). ``reason`` is one word (a metric label and an event reason);
+    ``message`` says what is missing, what grants it and what is lost meanwhile; ``detail`` says
+    it in one short clause (for ``/readyz``)."""
+
+    reason: str
+    active: bool
+    message: str
+    detail: str = ""

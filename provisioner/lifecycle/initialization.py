@@ -84,9 +84,13 @@ def check(claim: Claim, node: Node) -> StepResult:
     newly = not claim.status.is_true(ConditionType.INITIALIZED)
     name = (node.get("metadata") or {}).get("name", "")
     label = initialized_label_patch(node)
+    node_status = node.get("status") or {}
+    # A cloud that could not tell the instance type's capacity (e.g. Azure's SKU listing denied)
+    # left it empty: the Node's own is the truth.
+    capacity = None if claim.status.capacity else dict(node_status.get("capacity") or {}) or None
     return StepResult(
         conditions=(Condition(ConditionType.INITIALIZED, Status.TRUE, ConditionType.INITIALIZED.value),),
-        status=StatusDelta(allocatable=dict((node.get("status") or {}).get("allocatable") or {})),
+        status=StatusDelta(allocatable=dict(node_status.get("allocatable") or {}), capacity=capacity),
         events=(Event(EventType.NORMAL, "Initialized", f"node {name} initialized"),) if newly else (),
         actions=(PatchNode(name, label),) if label else (),
     )

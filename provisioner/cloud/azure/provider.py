@@ -29,9 +29,17 @@ from provisioner.cloud.azure.cache import Clock, TtlValue
 from provisioner.cloud.azure.errors import all_failed, from_exception
 from provisioner.cloud.azure.labels import TAG_CLUSTER
 from provisioner.cloud.azure.nodes import pool_of_node
+from provisioner.cloud.azure.permissions import (
+    RECHECK_SECONDS,
+    SKUS_READ,
+    USAGES_READ,
+    Permissions,
+    is_denied,
+)
 from provisioner.cloud.azure.quota import QuotaChecker, UsageLimit, index_usages
 from provisioner.cloud.azure.ratelimit import TokenBucket
 from provisioner.cloud.azure.settings import AzureSettings
+from provisioner.cloud.azure.sizes import KNOWN_SIZES, known_size
 from provisioner.cloud.azure.skus import (
     SkuFacts,
     UnavailableOfferings,
@@ -54,6 +62,7 @@ from provisioner.cloud.types import (
     TAG_CLAIM_UID,
     TAG_MANAGED_BY,
     CapacityType,
+    Degradation,
     Instance,
     InstanceRequest,
     InstanceState,
@@ -97,6 +106,14 @@ class AzureCloud:
             clock=clock,
         )
         self.unavailable = UnavailableOfferings(s.unavailable_sku_seconds, clock)
+        self._permissions = Permissions(
+            s.subscription_id,
+            {
+                SKUS_READ: min(s.sku_cache_seconds, RECHECK_SECONDS),
+                USAGES_READ: min(s.usage_cache_seconds, RECHECK_SECONDS),
+            },
+            clock=clock,
+        )
 
     # --- CloudProvider ----------------------------------------------------------------------
 
@@ -111,10 +128,14 @@ class AzureCloud:
         """What of ``request`` will not reach the node as asked (dropped labels, tags, disk size)."""
         return mapping.request_warnings(request, self.settings)
 
+    def degradations(self) -> tuple[Degradation, ...]:
+        """The subscription-scope reads Azure denies (see ``permissions``), each with its state."""
+        return self._permissions.degradations()
+
     async def create(self, request: InstanceRequest) -> Instance:
         mapping.validate_request(request, self.settings)
-        skus = await self._skus.get()  # cached: an unknown size costs no call of its own
-        if not any(candidate.lower() in skus for candidate in request.instance_types):
+        skus = await self._catalog()  # cached: an unknown size costs no call of its own
+        if skus is not None and not any(candidate.lower() in skus for candidate in request.instance_types):
             raise InvalidSpec(
                 f"unknown VM size {', '.join(request.instance_types)}: not offered in {self.settings.location} "
                 "(check the instance-type requirement)",
@@ -179,8 +200,10 @@ class AzureCloud:
         log.info("deleting agent pool %s", name)
 
     async def instance_types(self) -> builtins.list[InstanceType]:
-        skus = await self._skus.get()
-        return [to_instance_type(f, self.settings.location, self.unavailable) for f in skus.values()]
+        """The region's sizes; while the SKU listing is denied, the built-in table of GPU sizes."""
+        skus = await self._catalog()
+        facts = KNOWN_SIZES if skus is None else skus
+        return [to_instance_type(f, self.settings.location, self.unavailable) for f in facts.values()]
 
     async def adopt(self, instance: Instance, claim_name: str, claim_uid: str) -> Instance:
         """Put our tags on a predecessor's pool: the pool as read, PUT back with the tags added,
@@ -202,18 +225,24 @@ class AzureCloud:
         """Whether any of ``instance_types`` fits the vCPU quota now (the shared, cached reading)."""
         if not self.settings.quota_preflight:
             return True
-        skus = await self._skus.get()
+        skus = await self._catalog()
         spot = capacity_type == CapacityType.SPOT
         for name in instance_types:
-            facts = skus.get(name.lower())
-            if facts is not None and await self._quota.allows(
-                facts.family, facts.vcpus, spot=spot, vm_size=facts.name
-            ):
+            facts = _facts_of(skus, name)
+            if facts is None or not facts.vcpus:
+                continue
+            self._reprobe_usages()
+            fits = await self._quota.allows(facts.family, facts.vcpus, spot=spot, vm_size=facts.name)
+            if self._permissions.denied(USAGES_READ):
+                return False  # no reading to go by: the capacity backoff decides when to try again
+            if fits:
                 return True
         return False
 
     async def check(self) -> tuple[bool, str]:
-        """Readiness: a token can be obtained and the cluster's agent pools can be listed."""
+        """Readiness: a token can be obtained and the cluster's agent pools can be listed. Denied
+        subscription reads are asked again here too (when due), so granting the role is noticed
+        without a claim to launch; they are named as a detail, not a failure."""
         s = self.settings
         try:
             await self._credential.get_token(s.credential_scope)
@@ -224,7 +253,9 @@ class AzureCloud:
             await self._pools.get()
         except CloudError as e:
             return False, f"cannot list agent pools of {s.resource_group}/{s.cluster_name}: {e}"
-        return True, "ok"
+        await self._reprobe()
+        active = [d.detail for d in self.degradations() if d.active]
+        return True, f"degraded: {'; '.join(active)}" if active else "ok"
 
     async def close(self) -> None:
         await self._arm.close()
@@ -260,26 +291,36 @@ class AzureCloud:
         log.info("adopting existing agent pool %s for claim %s", name, request.claim_name)
         return await self._instance(pool)
 
-    async def _create_new(self, name: str, request: InstanceRequest, skus: dict[str, SkuFacts]) -> Instance:
+    async def _create_new(
+        self, name: str, request: InstanceRequest, skus: dict[str, SkuFacts] | None
+    ) -> Instance:
         """Try the candidates in order: skip what the SKU facts, zones and quota rule out (no ARM
-        write for them), PUT the first that passes, move on only after a capacity error."""
+        write for them), PUT the first that passes, move on only after a capacity error.
+
+        ``skus`` is None while Azure denies the SKU listing: each size is then taken on trust (AKS
+        validates it on the PUT), with the built-in facts of the well-known GPU sizes if it is one.
+        """
         s = self.settings
         requested_zones = mapping.aks_zones(request.zones, s.location)
         spot = request.capacity_type == CapacityType.SPOT
         failures: list[tuple[str, CloudError]] = []
         for candidate in request.instance_types:
-            facts = skus.get(candidate.lower())
-            if facts is None:
+            facts = _facts_of(skus, candidate)
+            if facts is None and skus is not None:
                 unknown = f"VM size {candidate} is not offered in {s.location}"
                 failures.append(
                     (candidate, InsufficientCapacity(unknown, "SkuNotAvailable", instance_type=candidate))
                 )
                 continue
-            zones, why_not = zones_for(facts, requested_zones, s.location, self.unavailable)
+            vm_size = facts.name if facts is not None else candidate
+            # Without a listing only what AKS itself refused lately rules a size or zone out.
+            placement = facts or SkuFacts(name=vm_size, family="", vcpus=0, memory_gib=0.0)
+            zones, why_not = zones_for(placement, requested_zones, s.location, self.unavailable)
             if why_not is not None:
-                failures.append((facts.name, why_not))
+                failures.append((vm_size, why_not))
                 continue
-            if s.quota_preflight:
+            if s.quota_preflight and facts is not None and facts.vcpus:
+                self._reprobe_usages()
                 try:
                     await self._quota.check(
                         facts.family, facts.vcpus, spot=spot, vm_size=facts.name, pool=name
@@ -288,16 +329,17 @@ class AzureCloud:
                     log.info("skipping %s for %s: %s", facts.name, name, e)
                     failures.append((facts.name, e))
                     continue
-            spec = mapping.build_pool(request, s, facts.name, facts, zones)
-            log.info("creating agent pool %s (%s, zones %s)", name, facts.name, list(zones) or "any")
+            spec = mapping.build_pool(request, s, vm_size, facts, zones)
+            trust = " (VM size not checked: the SKU listing is denied)" if skus is None else ""
+            log.info("creating agent pool %s (%s, zones %s)%s", name, vm_size, list(zones) or "any", trust)
             try:
                 accepted = await self._arm.put_pool(name, AgentPool(spec.body))
             except CloudError as e:
                 self._quota.release(name)  # nothing was created: the vCPUs are free again
                 if isinstance(e, InsufficientCapacity):
-                    self._remember_capacity_error(facts.name, zones, e)
-                    e.instance_type = e.instance_type or facts.name
-                    failures.append((facts.name, e))
+                    self._remember_capacity_error(vm_size, zones, e)
+                    e.instance_type = e.instance_type or vm_size
+                    failures.append((vm_size, e))
                     continue
                 if e.code != "OperationNotAllowed":
                     raise
@@ -326,18 +368,58 @@ class AzureCloud:
     # --- reads -------------------------------------------------------------------------------
 
     async def _load_skus(self) -> dict[str, SkuFacts]:
-        return index_skus(await self._arm.list_skus(), self.settings.location)
+        """The region's SKU facts; empty (and the read marked denied) on AuthorizationFailed."""
+        try:
+            listing = await self._arm.list_skus()
+        except CloudError as e:
+            if not is_denied(e):
+                raise
+            self._permissions.deny(SKUS_READ, e)
+            return {}
+        self._permissions.allow(SKUS_READ)
+        return index_skus(listing, self.settings.location)
 
     async def _load_usages(self) -> dict[str, UsageLimit]:
-        return index_usages(await self._arm.list_usages())
+        """The region's usages; none (and the read marked denied) on AuthorizationFailed."""
+        try:
+            usages = await self._arm.list_usages()
+        except CloudError as e:
+            if not is_denied(e):
+                raise
+            self._permissions.deny(USAGES_READ, e)
+            return {}
+        self._permissions.allow(USAGES_READ)
+        return index_usages(usages)
+
+    async def _catalog(self) -> dict[str, SkuFacts] | None:
+        """SKU facts by lower-cased size (cached); None while Azure denies the listing, which is
+        then asked again every recheck interval instead of every cache TTL."""
+        skus = await self._skus.get(max_age=self._permissions.max_age(SKUS_READ))
+        return None if self._permissions.denied(SKUS_READ) else skus
+
+    def _reprobe_usages(self) -> None:
+        """A denied usages read whose denial is due is read again at the next quota check."""
+        if self._permissions.due(USAGES_READ):
+            self._quota.invalidate()
+
+    async def _reprobe(self) -> None:
+        """Ask the denied reads again when due (readiness: recovery without a claim to launch)."""
+        try:
+            if self._permissions.denied(SKUS_READ):
+                await self._catalog()
+            if self._permissions.due(USAGES_READ):
+                self._quota.invalidate()
+                await self._quota.read()  # the loader records the answer
+        except CloudError as e:
+            log.info("re-reading denied subscription reads failed: %s", e)
 
     async def _sku_facts(self, vm_size: str) -> SkuFacts | None:
         try:
-            skus = await self._skus.get()
+            skus = await self._catalog()
         except CloudError as e:
             log.info("SKU facts unavailable for %s: %s", vm_size, e)
             return None
-        return skus.get(vm_size.lower())
+        return _facts_of(skus, vm_size)
 
     async def _instance(self, pool: AgentPool, facts: SkuFacts | None = None) -> Instance:
         props = pool.properties
@@ -350,6 +432,11 @@ class AzureCloud:
         if instance.state != InstanceState.CREATING:
             self._quota.release(instance.name)  # the usage listing shows a settled pool itself
         return instance
+
+
+def _facts_of(skus: dict[str, SkuFacts] | None, vm_size: str) -> SkuFacts | None:
+    """A size's facts from the listing; without one (denied), from the built-in table."""
+    return known_size(vm_size) if skus is None else skus.get(vm_size.lower())
 
 
 def _tags(pool: AgentPool) -> dict[str, str]:
