@@ -1,27 +1,39 @@
-# gpu-provisioner controller image.
-#   docker build -t <registry>/gpu-provisioner:0.1.0 .
+# gpu-provisioner controller image. .github/workflows/release.yaml builds it for linux/amd64 and
+# linux/arm64 on a version tag and pushes ghcr.io/gpu-provisioner/gpu-provisioner:<version>, the
+# chart's default. Locally: `make image` (buildah, no daemon needed) or `docker build .`.
 # The chart runs it as uid 65532 with a read-only root filesystem; only /tmp is writable there.
+#
+# Everything that goes in is pinned: the base image by digest (a multi-arch index, so each
+# platform gets its own), the Python dependencies and the build backend by requirements*.lock with
+# hashes (`make lock`), installed from wheels only. The offline test cloud (fakes/) is not in it.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
-# -- build: install the package and its dependencies into a self-contained virtualenv
+# -- build: the dependencies and the controller's wheel in a self-contained virtualenv
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so code changes do not re-download them.
-COPY pyproject.toml ./
-RUN /opt/venv/bin/python -c 'import subprocess, tomllib; \
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
-subprocess.run(["/opt/venv/bin/pip", "install", *deps], check=True)'
-# .dockerignore lets in only pyproject.toml, README/LICENSE and the packages (provisioner, fakes).
-COPY . ./
-RUN /opt/venv/bin/pip install --no-deps . \
+# Dependencies first, from the lock files alone, so a code change does not re-download them.
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: -r requirements-build.lock \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r requirements.lock
+# .dockerignore lets in only these and the lock files.
+COPY pyproject.toml README.md LICENSE ./
+COPY provisioner ./provisioner
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && /opt/venv/bin/pip install --no-deps /dist/gpu_provisioner-*.whl \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/gpu-provisioner version
 
 # -- runtime: the virtualenv on the same base, nothing else
 FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="gpu-provisioner" \
+      org.opencontainers.image.description="Provisions GPU nodes for Karpenter Machine/NodeClaim objects (Kaito) as AKS agent pools" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/gpu-provisioner/gpu-provisioner"
 RUN groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin nonroot

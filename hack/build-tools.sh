@@ -3,11 +3,12 @@
 #   kube-apiserver, kubectl  <- k8s.io/kubernetes (staging modules replaced by their v0.x tags)
 #   etcd                     <- go.etcd.io/etcd/server/v3 (the module root is the etcd main package)
 #   helm                     <- helm.sh/helm/v3/cmd/helm
+#   actionlint               <- github.com/rhysd/actionlint/cmd/actionlint (lints .github/workflows)
 # Binaries are cached outside the repository, keyed by version:
 #   ${GPU_PROVISIONER_CACHE:-~/.cache/gpu-provisioner}/bin/<version>/<tool>
 # Prints the bin directory of each tool; re-running with a warm cache does nothing.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|helm ...]   (default: all)
+# Usage: hack/build-tools.sh [kubernetes|etcd|helm|actionlint ...]   (default: all)
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -129,15 +130,38 @@ build_helm() {
   echo "${out}"
 }
 
+build_actionlint() {
+  local v="${ACTIONLINT_VERSION}" out="${CACHE}/bin/actionlint-${ACTIONLINT_VERSION}"
+  if [[ -x "${out}/actionlint" ]]; then
+    echo "${out}"
+    return
+  fi
+  local src="${CACHE}/src/actionlint-${v}" logfile="${CACHE}/logs/actionlint-${v}.log"
+  mkdir -p "${CACHE}/logs" "${out}"
+  : >"${logfile}"
+  log "building actionlint ${v}"
+  prepare_module "${src}" "1.24.0"
+  (
+    cd "${src}"
+    run_logged "${logfile}" "actionlint" "github.com/rhysd/actionlint@${v}" \
+      go get "github.com/rhysd/actionlint@${v}"
+    run_logged "${logfile}" "actionlint" "github.com/rhysd/actionlint@${v}" \
+      go build -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=${v}" \
+      -o "${out}/actionlint" github.com/rhysd/actionlint/cmd/actionlint
+  )
+  echo "${out}"
+}
+
 command -v go >/dev/null || { log "ERROR: 'go' is not on PATH; the local control plane is built from Go modules"; exit 1; }
 
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(kubernetes etcd helm)
+[[ ${#targets[@]} -eq 0 ]] && targets=(kubernetes etcd helm actionlint)
 for t in "${targets[@]}"; do
   case "$t" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
-    *) log "ERROR: unknown tool '$t' (kubernetes|etcd|helm)"; exit 2 ;;
+    actionlint) build_actionlint ;;
+    *) log "ERROR: unknown tool '$t' (kubernetes|etcd|helm|actionlint)"; exit 2 ;;
   esac
 done
