@@ -38,6 +38,29 @@ def _entry_points() -> dict[str, EntryPoint]:
     return found
 
 
+# Providers this project ships as a distribution of their own, left out of the controller's wheel
+# and image: name -> how to get it.
+SEPARATE_PROVIDERS = {
+    "fake": (
+        "it is the offline test cloud, shipped separately from the controller as gpu-provisioner-fakes: "
+        "install it with `pip install 'gpu-provisioner[fake]'`, or from a source checkout with "
+        "`pip install -e ./fakes` (`make venv` does this)"
+    ),
+}
+
+
+def unknown_provider_message(name: str) -> str:
+    """One line saying that provider ``name`` is not installed and what to do about it."""
+    known = ", ".join(available_providers()) or "none"
+    hint = SEPARATE_PROVIDERS.get(name)
+    if hint is not None:
+        return f"cloud provider {name!r} is not installed ({hint}); installed providers: {known}"
+    return (
+        f"unknown cloud provider {name!r}; installed providers: {known} "
+        f"(a provider is a package with an entry point in group {ENTRY_POINT_GROUP!r})"
+    )
+
+
 def available_providers() -> list[str]:
     """Names of the installed providers, sorted."""
     return sorted(_entry_points())
@@ -48,11 +71,7 @@ def load_factory(name: str) -> ProviderFactory:
     eps = _entry_points()
     ep = eps.get(name)
     if ep is None:
-        known = ", ".join(sorted(eps)) or "none"
-        raise ProviderNotFoundError(
-            f"unknown cloud provider {name!r}; installed providers: {known} "
-            f"(a provider is a package with an entry point in group {ENTRY_POINT_GROUP!r})"
-        )
+        raise ProviderNotFoundError(unknown_provider_message(name))
     try:
         factory = ep.load()
     except Exception as e:
