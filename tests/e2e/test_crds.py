@@ -26,7 +26,7 @@ NODECLAIM_VERSION = "v1"
 MACHINE_COLUMNS = ["NAME", "TYPE", "ZONE", "NODE", "READY", "AGE"]
 MACHINE_WIDE_COLUMNS = [*MACHINE_COLUMNS, "CAPACITY", "PROVISIONER", "TEMPLATE"]
 NODECLAIM_COLUMNS = ["NAME", "TYPE", "CAPACITY", "ZONE", "NODE", "READY", "AGE"]
-NODECLAIM_WIDE_COLUMNS = [*NODECLAIM_COLUMNS, "IMAGEID", "ID", "NODEPOOL", "NODECLASS"]
+NODECLAIM_WIDE_COLUMNS = [*NODECLAIM_COLUMNS, "IMAGEID", "ID", "NODEPOOL", "NODECLASS", "DRIFTED"]
 
 Obj = dict[str, Any]
 
@@ -628,6 +628,7 @@ def test_get_nodeclaims_shows_karpenter_columns(
                 "conditions": [
                     {"type": "Launched", "status": "True", "reason": "Launched", "lastTransitionTime": now()},
                     {"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": now()},
+                    {"type": "Drifted", "status": "True", "reason": "NodeClassDrift", "lastTransitionTime": now()},
                 ],
             }
         },
@@ -647,6 +648,7 @@ def test_get_nodeclaims_shows_karpenter_columns(
     assert row["ID"] == provider_id
     assert row["NODEPOOL"] == "kaito"
     assert row["NODECLASS"] == "default"
+    assert row["DRIFTED"] == "True"
 
 
 def test_ready_column_follows_the_ready_condition_only(
