@@ -174,6 +174,17 @@ controller:
 
 VALUE_SETS = {"default": "", "azure-style": AZURE_STYLE_VALUES, "everything-on": EVERYTHING_ON_VALUES}
 
+# What the chart cannot install without on Azure (the required-settings guard); the value sets and
+# renders below are layered on top of it unless a test asks for the chart alone.
+AZURE_CLUSTER_VALUES = """
+settings:
+  azure:
+    clusterName: kaito-cluster
+    subscriptionId: 00000000-0000-0000-0000-0000000000aa
+    resourceGroup: kaito-rg
+    location: eastus
+"""
+
 
 class Helm:
     """The pinned helm with its config/cache/data dirs in a temporary directory."""
@@ -206,17 +217,40 @@ class Helm:
         path.write_text(text)
         return ["-f", str(path)]
 
+    def values_args(self, values: str | Path, cluster_values: bool) -> list[str]:
+        """`-f` arguments: the cluster's settings (unless not wanted), then ``values`` (a document or
+        a file)."""
+        base = self.values_file(AZURE_CLUSTER_VALUES) if cluster_values else []
+        if isinstance(values, Path):
+            return [*base, "-f", str(values)]
+        return [*base, *self.values_file(values)]
+
     def template(
         self,
-        values: str = "",
+        values: str | Path = "",
         *set_args: str,
         release: str = RELEASE,
         namespace: str = NAMESPACE,
+        cluster_values: bool = True,
     ) -> list[Obj]:
         out = self.run(
-            "template", release, str(CHART), "--namespace", namespace, *self.values_file(values), *set_args
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *self.values_args(values, cluster_values),
+            *set_args,
         ).stdout
         return [doc for doc in yaml.safe_load_all(out) if doc]
+
+    def template_error(self, values: str | Path = "", *set_args: str, cluster_values: bool = True) -> str:
+        """What `helm template` says when it refuses to render."""
+        proc = self.run(
+            "template", RELEASE, str(CHART), *self.values_args(values, cluster_values), *set_args, check=False
+        )
+        assert proc.returncode != 0, f"rendered although it should not:\n{proc.stdout[:2000]}"
+        return proc.stderr
 
 
 @pytest.fixture(scope="session")
@@ -262,7 +296,7 @@ def lease_rules(docs: Sequence[Obj]) -> list[Obj]:
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_helm_lint_passes(helm: Helm, values: str) -> None:
-    proc = helm.run("lint", "--strict", str(CHART), *helm.values_file(values))
+    proc = helm.run("lint", "--strict", str(CHART), *helm.values_args(values, cluster_values=True))
     assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
 
 
@@ -490,10 +524,13 @@ def test_service_account_and_lease_names_follow_the_values(helm: Helm) -> None:
     assert env_of(docs)["LEADER_ELECTION_NAME"] == "env-lease"
     assert lease_rules(docs)[0]["resourceNames"] == ["env-lease"]
 
-    # Another release in the same namespace gets its own Lease and cluster-scoped names.
+    # Another release in the same namespace gets its own Lease and cluster-scoped names; the
+    # ServiceAccount keeps the Azure chart's fixed name, whatever the release is called.
     docs = helm.template(release="second")
     assert env_of(docs)["LEADER_ELECTION_NAME"] == "second-gpu-provisioner-leader"
     assert one(docs, "ClusterRole")["metadata"]["name"] == "second-gpu-provisioner"
+    assert one(docs, "ServiceAccount")["metadata"]["name"] == "gpu-provisioner"
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "gpu-provisioner"
 
 
 def test_no_wildcards_in_rbac(helm: Helm) -> None:
@@ -737,3 +774,213 @@ def test_kaito_flow_runs_under_the_charts_service_account(
         ctl.stop()
         arm.stop()
         cluster.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump_all(rbac), check=False)
+
+
+# ------------------------------------------------ values files written for the Azure/gpu-provisioner chart
+
+GO_VALUES = REPO / "tests" / "fixtures" / "azure-gpu-provisioner"
+GO_CHART_VERSIONS = ("v0.2.1", "v0.3.0", "v0.4.3")
+# What Kaito's guide passes next to its generated values file.
+KAITO_GUIDE_SET = ("--set", "settings.azure.clusterName=kaito-cluster")
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
+# The cluster's settings on the command line, next to an old values file (which leaves them empty).
+CLUSTER_SET = (
+    "--set", "settings.azure.clusterName=kaito-cluster",
+    "--set", f"settings.azure.subscriptionId={SUBSCRIPTION}",
+    "--set", "settings.azure.resourceGroup=kaito-rg",
+    "--set", "settings.azure.location=eastus",
+)  # fmt: skip
+
+
+def _subjects(docs: Sequence[Obj]) -> list[Obj]:
+    return [s for b in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding") for s in b["subjects"]]
+
+
+@pytest.mark.parametrize("version", GO_CHART_VERSIONS)
+def test_go_chart_values_alone_name_every_missing_azure_setting(helm: Helm, version: str) -> None:
+    """The Azure chart's values.yaml leaves the cluster's settings empty: the install is refused
+    with every missing one named, instead of a controller that cannot start."""
+    message = helm.template_error(GO_VALUES / f"values-{version}.yaml", cluster_values=False)
+    assert "cloudProvider is azure but the cluster's settings are not set" in message, message
+    for key, var in (
+        ("clusterName", "AZURE_CLUSTER_NAME"),
+        ("subscriptionId", "ARM_SUBSCRIPTION_ID"),
+        ("resourceGroup", "ARM_RESOURCE_GROUP"),
+        ("location", "LOCATION"),
+    ):
+        assert f"settings.azure.{key} (or {var} in controller.env)" in message, message
+
+
+@pytest.mark.parametrize("version", GO_CHART_VERSIONS)
+def test_go_chart_values_render_the_intended_env_service_account_and_rbac(helm: Helm, version: str) -> None:
+    docs = helm.template(
+        GO_VALUES / f"values-{version}.yaml", *CLUSTER_SET, release="kaito-gp", cluster_values=False
+    )
+    ctr = container(docs)
+    entries = ctr["env"]
+    assert all("value" not in e or e["value"] is not None for e in entries), entries  # no `value: null`
+    env = env_of(docs)
+    # Their empty `value:` entries set nothing: the settings keys fill the variables.
+    assert env["ARM_SUBSCRIPTION_ID"] == SUBSCRIPTION
+    assert env["ARM_RESOURCE_GROUP"] == "kaito-rg"
+    assert env["AZURE_CLUSTER_NAME"] == "kaito-cluster"
+    assert env["LOCATION"] == "eastus"
+    assert "AZURE_NODE_RESOURCE_GROUP" not in env  # empty in theirs, unset in ours: the controller derives it
+    assert env["LEADER_ELECT"] == "false" and env["E2E_TEST_MODE"] == "false"
+    assert env["LOG_LEVEL"] == "debug" and env["LOG_FORMAT"] == "text"
+    assert ctr["image"] == f"mcr.microsoft.com/aks/kaito/gpu-provisioner:{version.removeprefix('v')}"
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1
+    # The ServiceAccount is gpu-provisioner whatever the release is called, and the bindings name it.
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == "gpu-provisioner"
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "gpu-provisioner"
+    assert _subjects(docs) and all(
+        s == {"kind": "ServiceAccount", "name": "gpu-provisioner", "namespace": NAMESPACE}
+        for s in _subjects(docs)
+    )
+    assert "annotations" not in sa["metadata"]  # their clientId/tenantId are empty
+    # Leader election off (their LEADER_ELECT=false): no Lease rights; the claim and node rights stay.
+    assert not lease_rules(docs)
+    rules = one(docs, "ClusterRole")["rules"]
+    assert any("nodeclaims" in r["resources"] and "patch" in r["verbs"] for r in rules)
+    assert any("machines" in r["resources"] and "patch" in r["verbs"] for r in rules)
+
+
+def test_kaito_install_guide_values_render_what_its_federated_credential_expects(helm: Helm) -> None:
+    docs = helm.template(GO_VALUES / "kaito-guide-values.yaml", *KAITO_GUIDE_SET, cluster_values=False)
+    env = env_of(docs)
+    assert env["ARM_SUBSCRIPTION_ID"] == "0c0a1c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+    assert env["ARM_RESOURCE_GROUP"] == "kaito-rg"
+    assert env["AZURE_CLUSTER_NAME"] == "kaito-cluster"
+    assert env["LOCATION"] == "eastus"
+    assert env["AZURE_NODE_RESOURCE_GROUP"] == "MC_kaito-rg_kaito-cluster_eastus"
+    assert env["LEADER_ELECT"] == "false"
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1
+    sa = one(docs, "ServiceAccount", "gpu-provisioner")
+    assert sa["metadata"]["namespace"] == "gpu-provisioner"
+    assert sa["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "5b7e1d2c-6a4f-4c3b-9e8d-7f6a5b4c3d2e",
+        "azure.workload.identity/tenant-id": "3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a43",
+    }
+    pod = one(docs, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == "gpu-provisioner"
+    assert all(s["name"] == "gpu-provisioner" for s in _subjects(docs))
+
+
+def test_go_chart_webhook_keys_are_accepted_and_ignored(helm: Helm) -> None:
+    docs = helm.template(GO_VALUES / "values-v0.3.0.yaml", *CLUSTER_SET, cluster_values=False)
+    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert ports == {"http-metrics": 8080, "health": 8081}  # no webhook ports
+    assert not any("WEBHOOK" in name for name in env_of(docs))
+
+
+@pytest.mark.parametrize(
+    ("values", "set_args", "problem"),
+    [
+        (
+            "replicas: 2\nleaderElection:\n  enabled: false\n",
+            [],
+            "replicas is 2 but leader election is off",
+        ),
+        # The Azure chart's way of turning it off counts the same.
+        (
+            'replicas: 3\ncontroller:\n  env:\n    - name: LEADER_ELECT\n      value: "false"\n',
+            [],
+            "replicas is 3 but leader election is off",
+        ),
+        (
+            "",
+            ["--set", "settings.azure.resourceGroup="],
+            "the cluster's setting is not set: settings.azure.resourceGroup (or ARM_RESOURCE_GROUP in controller.env).",
+        ),
+    ],
+    ids=["replicas-without-leader-election", "replicas-with-LEADER_ELECT-false", "missing-resource-group"],
+)
+def test_guards_refuse_what_cannot_work(helm: Helm, values: str, set_args: list[str], problem: str) -> None:
+    message = helm.template_error(values, *set_args)
+    assert problem in message, message
+
+
+def test_guards_let_through_what_works(helm: Helm) -> None:
+    # One replica without leader election is fine; so are settings given only as controller.env.
+    helm.template("replicas: 1\nleaderElection:\n  enabled: false\n")
+    env_only = "controller:\n  env:\n" + "".join(
+        f"    - name: {name}\n      value: {value}\n"
+        for name, value in (
+            ("AZURE_CLUSTER_NAME", "c"),
+            ("ARM_SUBSCRIPTION_ID", SUBSCRIPTION),
+            ("ARM_RESOURCE_GROUP", "g"),
+            ("LOCATION", "eastus"),
+        )
+    )
+    assert env_of(helm.template(env_only, cluster_values=False))["ARM_RESOURCE_GROUP"] == "g"
+    # A Secret or ConfigMap may carry them (envFrom): the chart cannot see inside, so it does not refuse.
+    helm.template("controller:\n  envFrom:\n    - secretRef:\n        name: azure\n", cluster_values=False)
+    # The fake cloud needs none of them.
+    helm.template("cloudProvider: fake\n", cluster_values=False)
+
+
+def test_unknown_top_level_keys_are_refused(helm: Helm) -> None:
+    message = helm.template_error("replica: 2\n")  # a typo of replicas
+    assert "schema" in message and "replica" in message and "not allowed" in message, message
+    # Keys only earlier Azure charts had still install.
+    helm.template("namespace: gpu-provisioner\ndeploymentMode: self-hosted\nwebhook:\n  port: 8443\n")
+
+
+def _notes(helm: Helm, cluster: Cluster, *args: str) -> str:
+    """The notes `helm install` prints (client-side dry run: nothing is created)."""
+    proc = helm.run(
+        "install", "kaito-gp", str(CHART), "--dry-run=client", "--namespace", NAMESPACE,
+        "--kubeconfig", str(cluster.kubeconfig), *args,
+    )  # fmt: skip
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_warn_about_ignored_webhook_keys(helm: Helm, cluster: Cluster) -> None:
+    notes = _notes(helm, cluster, "-f", str(GO_VALUES / "values-v0.3.0.yaml"), *CLUSTER_SET)
+    assert "WARNING: controller.webhook, controller.webhookMetrics are ignored" in notes, notes
+    notes = _notes(helm, cluster, "-f", str(GO_VALUES / "values-v0.4.3.yaml"), *CLUSTER_SET)
+    assert "webhook" not in notes, notes
+
+
+def test_helm_install_with_kaitos_guide_values(helm: Helm, cluster: Cluster) -> None:
+    """Kaito's install steps with this chart, for real: release and namespace gpu-provisioner, and
+    the ServiceAccount its federated credential names has the controller's rights."""
+    namespace = f"gp-{uuid.uuid4().hex[:6]}"  # the guide's namespace, made unique per run
+    release = f"gpu-provisioner-{uuid.uuid4().hex[:6]}"
+    values = GO_VALUES / "kaito-guide-values.yaml"
+    proc = helm.run(
+        "install", release, str(CHART), "--values", str(values), *KAITO_GUIDE_SET,
+        "--namespace", namespace, "--create-namespace", "--skip-crds",
+        "--kubeconfig", str(cluster.kubeconfig),
+    )  # fmt: skip
+    try:
+        assert f"subject:  system:serviceaccount:{namespace}:gpu-provisioner" in proc.stdout, proc.stdout
+        sa = f"system:serviceaccount:{namespace}:gpu-provisioner"
+        cluster.kubectl("get", "serviceaccount", "gpu-provisioner", "-n", namespace)
+        for check in (
+            ("patch", "nodeclaims.karpenter.sh"),
+            ("patch", "machines.karpenter.sh"),
+            ("delete", "nodes"),
+        ):
+            answer = cluster.kubectl("auth", "can-i", *check, f"--as={sa}", check=False).stdout.strip()
+            assert answer == "yes", (check, answer)
+        deployment = json.loads(
+            cluster.kubectl("get", "deployment", release, "-n", namespace, "-o", "json").stdout
+        )
+        env = {
+            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["AZURE_CLUSTER_NAME"] == "kaito-cluster" and env["LEADER_ELECT"] == "false"
+    finally:
+        helm.run(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            check=False,
+        )
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -40,12 +40,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The ServiceAccount: "gpu-provisioner" unless named, whatever the release is called, as in the
+Azure/gpu-provisioner chart, so a federated credential made for
+system:serviceaccount:<namespace>:gpu-provisioner (Kaito's install guide) keeps matching.
+*/}}
 {{- define "gpu-provisioner.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "gpu-provisioner.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.serviceAccount.name }}
-{{- end }}
+{{- .Values.serviceAccount.name | default "gpu-provisioner" }}
 {{- end }}
 
 {{- define "gpu-provisioner.image" -}}
@@ -58,15 +59,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+controller.env without its empty entries: an entry with neither a value nor valueFrom (the
+Azure/gpu-provisioner chart's values.yaml lists ARM_SUBSCRIPTION_ID, LOCATION, ... with `value:`
+left empty) sets nothing, so the chart's own variable of that name stays. As YAML, a list.
+*/}}
+{{- define "gpu-provisioner.userEnvEntries" -}}
+{{- $entries := list }}
+{{- range .Values.controller.env | default list }}
+{{- if or .valueFrom (and (not (kindIs "invalid" .value)) (ne (toString .value) "")) }}
+{{- $entries = append $entries . }}
+{{- end }}
+{{- end }}
+{{- toYaml $entries }}
+{{- end }}
+
+{{/*
 Value of a variable the user set in controller.env (empty when unset or without a value).
 Call with (list $ "NAME").
 */}}
 {{- define "gpu-provisioner.userEnv" -}}
 {{- $name := index . 1 }}
-{{- range (index . 0).Values.controller.env }}
-{{- if and (eq .name $name) (not (kindIs "invalid" .value)) }}
+{{- range (include "gpu-provisioner.userEnvEntries" (index . 0) | fromYamlArray) }}
+{{- if and (eq .name $name) (hasKey . "value") }}
 {{- toString .value }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when controller.env gives the variable a value or a valueFrom. Call with (list $ "NAME"). */}}
+{{- define "gpu-provisioner.userEnvSet" -}}
+{{- $name := index . 1 }}
+{{- range (include "gpu-provisioner.userEnvEntries" (index . 0) | fromYamlArray) }}
+{{- if eq .name $name }}true{{ end }}
 {{- end }}
 {{- end }}
 
@@ -141,8 +165,9 @@ controller.env replaces the chart's variable of that name instead of duplicating
 {{- with $azure.tags }}
 {{- $env = append $env (dict "name" "AZURE_EXTRA_TAGS" "value" (kindIs "map" . | ternary (toJson .) (toString .))) }}
 {{- end }}
+{{- $user := include "gpu-provisioner.userEnvEntries" . | fromYamlArray }}
 {{- $userNames := list }}
-{{- range .Values.controller.env }}
+{{- range $user }}
 {{- $userNames = append $userNames .name }}
 {{- end }}
 {{- $final := list }}
@@ -151,7 +176,34 @@ controller.env replaces the chart's variable of that name instead of duplicating
 {{- $final = append $final . }}
 {{- end }}
 {{- end }}
-{{- concat $final (.Values.controller.env | default list) | toYaml }}
+{{- concat $final $user | toYaml }}
+{{- end }}
+
+{{/*
+Refuse values that install a controller that cannot work; every problem is named at once.
+*/}}
+{{- define "gpu-provisioner.validate" -}}
+{{- $problems := list }}
+{{- if and (gt (int .Values.replicas) 1) (not (include "gpu-provisioner.leaderElect" .)) }}
+{{- $problems = append $problems (printf "replicas is %d but leader election is off (leaderElection.enabled=false, or LEADER_ELECT=false in controller.env): every replica would act on the same claims. Set replicas: 1, or turn leader election on." (int .Values.replicas)) }}
+{{- end }}
+{{- if and (eq .Values.cloudProvider "azure") (not .Values.controller.envFrom) }}
+{{- $azure := .Values.settings.azure | default dict }}
+{{- $missing := list }}
+{{- range $setting := list (list "clusterName" "AZURE_CLUSTER_NAME") (list "subscriptionId" "ARM_SUBSCRIPTION_ID") (list "resourceGroup" "ARM_RESOURCE_GROUP") (list "location" "LOCATION") }}
+{{- $key := index $setting 0 }}
+{{- $var := index $setting 1 }}
+{{- if not (or (get $azure $key) (include "gpu-provisioner.userEnvSet" (list $ $var))) }}
+{{- $missing = append $missing (printf "settings.azure.%s (or %s in controller.env)" $key $var) }}
+{{- end }}
+{{- end }}
+{{- with $missing }}
+{{- $problems = append $problems (printf "cloudProvider is azure but the cluster's %s not set: %s." (ternary "setting is" "settings are" (eq (len .) 1)) (join "; " .)) }}
+{{- end }}
+{{- end }}
+{{- with $problems }}
+{{- fail (printf "\n%s" (join "\n" .)) }}
+{{- end }}
 {{- end }}
 
 {{/*
