@@ -135,7 +135,8 @@ class GarbageCollector:
             await asyncio.sleep(self.interval)
             self.claims.observe_states()
             try:
-                await self.collect()
+                with Metrics.controller("garbagecollection"):
+                    await self.collect()
             except Exception:
                 logger.exception("garbage collection failed; trying again next interval")
 

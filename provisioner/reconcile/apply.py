@@ -113,8 +113,9 @@ class Applier:
         await self.write_status(claim, updated.status)
         for step in steps:
             await ctx.publish(claim, step.events)
-        if any(isinstance(a, DeleteClaim) for a in actions):
-            await self.delete_claim(claim)
+        deleting = [s for s in steps if any(isinstance(a, DeleteClaim) for a in s.actions)]
+        if deleting:
+            await self.delete_claim(claim, deleting[0].events[0].reason if deleting[0].events else "")
             return Outcome()
         return _outcome(steps)
 
@@ -152,15 +153,15 @@ class Applier:
 
     def _count_transitions(self, before: Claim, after: Claim) -> None:
         ctx = self.ctx
-        dialect, pool = dialect_of(before), ctx.pool_of(before)
+        dialect = dialect_of(before)
         for ctype, phase in (
             (ConditionType.REGISTERED, "registered"),
             (ConditionType.INITIALIZED, "initialized"),
         ):
             if after.status.is_true(ctype) and not before.status.is_true(ctype):
-                ctx.metrics.claim(dialect, phase, pool)
+                ctx.metrics.claim_phase(after, phase)
                 if ctype == ConditionType.REGISTERED:
-                    ctx.metrics.nodes_created.labels(pool).inc()
+                    ctx.metrics.node_created(after)
         ready = ConditionType.READY
         if after.status.is_true(ready) and not before.status.is_true(ready) and before.creation_timestamp:
             elapsed = (ctx.clock() - before.creation_timestamp).total_seconds()
@@ -173,9 +174,11 @@ class Applier:
             with contextlib.suppress(NotFoundError):
                 await self.ctx.patch_node(name, patch)
 
-    async def delete_claim(self, claim: Claim) -> None:
+    async def delete_claim(self, claim: Claim, why: str) -> None:
+        """Delete the claim; ``why`` is the reason of the Event saying so (a metric label)."""
         with contextlib.suppress(NotFoundError):
             await self.ctx.kube.delete(dialect_of(claim).resource, claim.name, preconditions_uid=claim.uid)
+            self.ctx.metrics.claim_disrupted(claim, why)
 
     async def delete_node(self, name: str) -> None:
         with contextlib.suppress(NotFoundError):

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import MANAGED_BY_ANNOTATION, TERMINATION_FINALIZER, Claim, ConditionType
 from provisioner.cloud.provider import SupportsAdoption
 from provisioner.lifecycle import initialization, limits, liveness, registration
 from provisioner.lifecycle.result import DeleteClaim, Event, EventType, PatchNode, StepResult
 from provisioner.lifecycle.termination import FOREIGN_INSTANCE, foreign_instance
+from provisioner.metrics import Metrics
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
@@ -43,9 +43,10 @@ class ClaimReconciler:
     async def reconcile(self, claim: Claim) -> Outcome:
         if claim.deleting:
             return await self.termination.reconcile(claim)
-        if TERMINATION_FINALIZER not in claim.finalizers or not self.ctx.ownership.marked(claim):
-            claim = await self._take_over(claim)
-        return await self._live(claim)
+        with Metrics.controller(f"{claim.dialect}.lifecycle"):
+            if TERMINATION_FINALIZER not in claim.finalizers or not self.ctx.ownership.marked(claim):
+                claim = await self._take_over(claim)
+            return await self._live(claim)
 
     async def _take_over(self, claim: Claim) -> Claim:
         """Mark the claim ours and put our finalizer on it — before any cloud write, so no instance
@@ -63,7 +64,7 @@ class ClaimReconciler:
             }
         }
         claim = await self.applier.patch_claim(claim, patch)
-        ctx.metrics.claim(dialect_of(claim), "created", ctx.pool_of(claim))
+        ctx.metrics.claim_created(claim)
         return claim
 
     async def _check_predecessor_instance(self, claim: Claim) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import Claim
 from provisioner.cloud.provider import CloudProvider
 from provisioner.events import EventRecorder, EventTarget
@@ -48,10 +47,6 @@ class Context:
     async def publish_for(self, target: EventTarget, events: tuple[Event, ...] | list[Event]) -> None:
         for e in events:
             await self.events.publish_for(target, e)
-
-    def pool_of(self, claim: Claim) -> str:
-        """The claim's Karpenter provisioner/nodepool (a metric label)."""
-        return claim.labels.get(dialect_of(claim).nodepool_label, "")
 
     async def patch_node(
         self, name: str, patch: Mapping[str, Any], resource_version: str | None = None

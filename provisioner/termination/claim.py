@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from provisioner.claims.conditions import set_condition
-from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import TERMINATION_FINALIZER, Claim
 from provisioner.cloud.types import InstanceState
 from provisioner.lifecycle import registration, termination
+from provisioner.metrics import Metrics
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
@@ -39,6 +39,10 @@ class ClaimTermination:
         self.on_terminated = on_terminated
 
     async def reconcile(self, claim: Claim) -> Outcome:
+        with Metrics.controller(f"{claim.dialect}.termination"):
+            return await self._reconcile(claim)
+
+    async def _reconcile(self, claim: Claim) -> Outcome:
         if TERMINATION_FINALIZER not in claim.finalizers:
             return DONE
         ctx = self.ctx
@@ -57,12 +61,12 @@ class ClaimTermination:
             return waiting
         for node in nodes:
             await self.applier.release_node(str(node["metadata"]["name"]))
-            ctx.metrics.nodes_terminated.labels(ctx.pool_of(claim)).inc()
+            ctx.metrics.node_terminated(claim)
         remaining = [f for f in claim.finalizers if f != TERMINATION_FINALIZER]
         await self.applier.patch_claim(
             claim, {"metadata": {"finalizers": remaining, "resourceVersion": claim.resource_version}}
         )
-        ctx.metrics.claim(dialect_of(claim), "terminated", ctx.pool_of(claim))
+        ctx.metrics.claim_terminated(claim)
         self.on_terminated(claim)
         return DONE
 

@@ -20,6 +20,7 @@ from provisioner.claims.model import TERMINATION_FINALIZER
 from provisioner.events import EventTarget
 from provisioner.kube import NotFoundError
 from provisioner.lifecycle import registration, termination
+from provisioner.metrics import Metrics
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
 from provisioner.termination import instance
@@ -44,6 +45,10 @@ class NodeTermination:
         )
 
     async def reconcile(self, name: str) -> Outcome:
+        with Metrics.controller("node.termination"):
+            return await self._reconcile(name)
+
+    async def _reconcile(self, name: str) -> Outcome:
         ctx = self.ctx
         node = ctx.store.node(name)
         if node is None or not self.applies_to(node):

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.metrics import MetricWrapperBase
 
-from provisioner.metrics import Metrics
+from tests.unit.exposition import Series, exposed
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2] / "helm" / "gpu-provisioner" / "dashboards" / "gpu-provisioner.json"
@@ -22,32 +21,23 @@ _BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 _MATCHERS = re.compile(r"\{([^}]*)\}")
 _MATCHER_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 _LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# What is left of a query once strings, matchers, ranges and by/without groups are gone: functions
+# (a name before "("), keywords, numbers, and the names of the metrics it reads.
+_STRIP = re.compile(
+    r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)'
+)
+_NAME = re.compile(r"(?<![\w.$])([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()")
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset"})
 
 
-def _collectors(metrics: Metrics) -> Iterator[MetricWrapperBase]:
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            yield value
-        elif isinstance(value, dict):
-            yield from (v for v in value.values() if isinstance(v, MetricWrapperBase))
+def _exposed() -> dict[str, Series]:
+    """Every series name /metrics carries -> the metric it belongs to and its label names."""
+    return exposed()
 
 
-def _exposed() -> dict[str, tuple[str, frozenset[str]]]:
-    """Every series name /metrics can carry -> (metric family, its label names)."""
-    metrics = Metrics()
-    labels = {c._name: frozenset(c._labelnames) for c in _collectors(metrics)}
-    exposed: dict[str, tuple[str, frozenset[str]]] = {}
-    for family in metrics.registry.collect():
-        names = labels[family.name]
-        if family.type == "counter":
-            exposed[f"{family.name}_total"] = (family.name, names)
-        elif family.type == "histogram":
-            exposed[f"{family.name}_bucket"] = (family.name, names | {"le"})
-            exposed[f"{family.name}_sum"] = (family.name, names)
-            exposed[f"{family.name}_count"] = (family.name, names)
-        else:
-            exposed[family.name] = (family.name, names)
-    return exposed
+def _series_read(expr: str) -> list[str]:
+    """Every series name a PromQL expression reads."""
+    return [n for n in _NAME.findall(_STRIP.sub(" ", expr)) if n not in _KEYWORDS]
 
 
 def _panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -99,7 +89,7 @@ def test_every_queried_metric_is_exposed_by_the_controller(dashboard: dict[str, 
             f"{title!r} queries {unknown}, which /metrics does not expose "
             "(counters carry a _total suffix, histograms _bucket/_sum/_count)"
         )
-        labels = frozenset().union(*(exposed[m][1] for m in used))
+        labels = frozenset().union(*(exposed[m].labels for m in used))
         named = [n.strip() for group in _BY.findall(expr) for n in group.split(",") if n.strip()]
         named += [n for group in _MATCHERS.findall(expr) for n in _MATCHER_NAME.findall(group)]
         named += _LEGEND.findall(target.get("legendFormat") or "")
@@ -109,7 +99,25 @@ def test_every_queried_metric_is_exposed_by_the_controller(dashboard: dict[str, 
 def test_every_metric_has_a_panel(dashboard: dict[str, Any]) -> None:
     exposed = _exposed()
     queried = {
-        exposed[m][0] for _, t in _targets(dashboard) for m in _METRIC.findall(t["expr"]) if m in exposed
+        exposed[m].family for _, t in _targets(dashboard) for m in _series_read(t["expr"]) if m in exposed
     }
-    families = {name for name, _ in exposed.values()}
+    families = {s.family for name, s in exposed.items() if _METRIC.fullmatch(name)}
     assert families - queried == set(), "metrics without a dashboard panel"
+
+
+def test_queries_read_only_exported_series(dashboard: dict[str, Any]) -> None:
+    """Not only our prefixes: every series a query names (process_*, python_*, ...) is exported."""
+    exposed = _exposed()
+    for title, target in _targets(dashboard):
+        read = _series_read(target["expr"])
+        assert read, f"{title!r}: found no series in {target['expr']}"
+        unknown = [m for m in read if m not in exposed]
+        assert not unknown, f"{title!r} reads {unknown}, which /metrics does not carry"
+
+
+def test_the_series_reader_finds_names_and_skips_the_rest() -> None:
+    expr = (
+        'histogram_quantile(0.9, sum by (le) (rate(a_bucket{x="y"}[5m]))) / ignoring(z) b_total'
+        " and on(k) process_open_fds > bool 2"
+    )
+    assert _series_read(expr) == ["a_bucket", "b_total", "process_open_fds"]
