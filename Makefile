@@ -38,6 +38,14 @@ lock: venv ## Regenerate requirements.lock and requirements-build.lock from pypr
 	$(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
 	UV=$(VENV)/bin/uv hack/lock.sh
 
+.PHONY: image
+image: ## Build the controller image with buildah (no daemon; pulls the base image pinned by digest)
+	hack/image.sh build
+
+.PHONY: image-standin
+image-standin: ## The same Dockerfile on a Debian-package stand-in base, for machines without registry access
+	hack/image.sh standin
+
 .PHONY: tools
 tools: ## Build kube-apiserver, kubectl, etcd and helm from pinned Go modules (cached)
 	@hack/build-tools.sh >/dev/null
