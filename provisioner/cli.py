@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from provisioner import __version__
-from provisioner.cloud.registry import ProviderLoadError, ProviderNotFoundError, available_providers
+from provisioner.cloud.registry import (
+    ProviderLoadError,
+    ProviderNotFoundError,
+    available_providers,
+    unknown_provider_message,
+)
 from provisioner.settings import Settings, SettingsError, StartupError
 
 
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as e:
         return _fail(e)
     if settings.cloud not in available_providers():
-        return _fail(f"unknown cloud {settings.cloud!r}; installed: {', '.join(available_providers())}")
+        return _fail(unknown_provider_message(settings.cloud))
 
     from provisioner import logs, operator
 

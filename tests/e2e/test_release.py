@@ -147,6 +147,8 @@ def test_image_python_steps_install_and_run(image_venv: Path, tmp_path: Path) ->
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "'fake'" in lines[0] and "Traceback" not in proc.stderr
+    # It says what is missing and how to install it.
+    assert "gpu-provisioner-fakes" in lines[0] and "pip install" in lines[0], lines[0]
 
 
 def test_every_locked_dependency_has_an_arm64_wheel(tmp_path: Path) -> None:
