@@ -628,7 +628,12 @@ def test_get_nodeclaims_shows_karpenter_columns(
                 "conditions": [
                     {"type": "Launched", "status": "True", "reason": "Launched", "lastTransitionTime": now()},
                     {"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": now()},
-                    {"type": "Drifted", "status": "True", "reason": "NodeClassDrift", "lastTransitionTime": now()},
+                    {
+                        "type": "Drifted",
+                        "status": "True",
+                        "reason": "NodeClassDrift",
+                        "lastTransitionTime": now(),
+                    },
                 ],
             }
         },
