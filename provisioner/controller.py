@@ -28,6 +28,7 @@ from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle import limits
 from provisioner.lifecycle.request import capacity_type, instance_type_candidates
 from provisioner.lifecycle.result import Event, EventType
+from provisioner.logs import fields as log_fields
 from provisioner.metrics import Metrics
 from provisioner.ownership import Ownership, owner_uids
 from provisioner.reconcile.apply import Applier
@@ -226,6 +227,18 @@ class Controller:
     # ------------------------------------------------------------------ reconcile
 
     async def reconcile(self, key: Key) -> Outcome:
+        """One reconcile of ``key``; everything it logs carries the claim (or node) and its pool."""
+        if isinstance(key, NodeKey):
+            context = {"node": key.name}
+        else:
+            claim = self.store.claim(key)
+            context = {"claim": key.name, "kind": key.kind}
+            if claim is not None:
+                context["pool"] = self.store.instance_of(claim)
+        with log_fields(**context):
+            return await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> Outcome:
         kind = key.kind.lower() if isinstance(key, ClaimKey) else "node"
         result = "error"
         try:
@@ -303,9 +316,10 @@ class Controller:
                 continue
             types, ctype = instance_type_candidates(claim), capacity_type(claim)
             if (types, ctype.value) not in answers:
-                answers[(types, ctype.value)] = await self.ctx.cloud_call(
-                    "quota", functools.partial(cloud.quota_allows, types, ctype)
-                )
+                with Metrics.controller(f"{claim.dialect}.lifecycle"):
+                    answers[(types, ctype.value)] = await self.ctx.cloud_call(
+                        "quota", functools.partial(cloud.quota_allows, types, ctype)
+                    )
             if answers[(types, ctype.value)]:
                 self.queue.add(key_of(claim))
 
@@ -358,4 +372,4 @@ class Controller:
 
     async def delete_claim(self, claim: Claim, why: Event) -> None:
         await self.events.publish(claim, why)
-        await self.applier.delete_claim(claim)
+        await self.applier.delete_claim(claim, why.reason)

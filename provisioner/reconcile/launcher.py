@@ -15,12 +15,13 @@ from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim
 from provisioner.cloud.errors import CloudError, InstanceConflict
 from provisioner.cloud.provider import SupportsAdoption
-from provisioner.cloud.types import Instance, InstanceState
+from provisioner.cloud.types import Instance, InstanceRequest, InstanceState
 from provisioner.lifecycle import launch, limits
 from provisioner.lifecycle.request import InvalidClaim, instance_type_candidates, prepare
 from provisioner.lifecycle.result import Action, ClaimMetadata, Event, EventType, StepResult
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.context import Context
+from provisioner.reconcile.degraded import DegradationReporter
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Launcher:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.memory = _Memory()
+        self.degraded = DegradationReporter(ctx)
 
     def forget(self, uid: str) -> None:
         self.memory.attempts.pop(uid, None)
@@ -78,7 +80,7 @@ class Launcher:
             self._check_name_is_free(claim, instance_name)
             prepared = prepare(claim, instance_name, ctx.settings)
         except InvalidClaim as e:
-            ctx.metrics.claim_launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()
+            ctx.metrics.launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()
             return launch.invalid(claim, e)
         warnings = [Event(EventType.WARNING, "InvalidStorageRequest", w) for w in prepared.warnings]
         cloud_warnings = getattr(ctx.cloud, "warnings", None)
@@ -93,15 +95,25 @@ class Launcher:
                 return waiting
         attempt = memory.attempts.get(claim.uid, 0) + 1
         try:
-            instance: Instance = await ctx.cloud_call("create", lambda: ctx.cloud.create(prepared.request))
+            instance = await self._create(claim, prepared.request)
         except InstanceConflict as e:
             return await self._conflict(claim, instance_name, e)
         except CloudError as e:
             memory.attempts[claim.uid] = attempt
-            ctx.metrics.claim_launch_failures.labels(claim.dialect, type(e).__name__, e.code or "").inc()
+            ctx.metrics.launch_failures.labels(claim.dialect, type(e).__name__, e.code or "").inc()
             memory.in_flight.discard(claim.uid)
             return launch.cloud_error(claim, e, attempt, ctx.settings)
         return self._observed(claim, instance, instance_name, attempt, node_joined=node_joined)
+
+    async def _create(self, claim: Claim, request: InstanceRequest) -> Instance:
+        """The cloud create; a degraded mode it ran into is announced on this claim."""
+        try:
+            instance: Instance = await self.ctx.cloud_call("create", lambda: self.ctx.cloud.create(request))
+        except CloudError:
+            await self.degraded.announce(claim)
+            raise
+        await self.degraded.announce(claim)
+        return instance
 
     def _observed(
         self, claim: Claim, instance: Instance, instance_name: str, attempt: int, *, node_joined: bool
@@ -129,7 +141,7 @@ class Launcher:
             memory.in_flight.discard(claim.uid)
             memory.creating_since.pop(claim.uid, None)
             failure = instance.failure
-            ctx.metrics.claim_launch_failures.labels(
+            ctx.metrics.launch_failures.labels(
                 claim.dialect,
                 type(failure).__name__ if failure else "Failed",
                 (failure.code if failure else "") or "",
@@ -137,7 +149,7 @@ class Launcher:
         elif step.done:
             memory.attempts.pop(claim.uid, None)
             memory.creating_since.pop(claim.uid, None)
-            ctx.metrics.claim(dialect_of(claim), "launched", ctx.pool_of(claim))
+            ctx.metrics.claim_phase(claim, "launched")
         return step
 
     async def _conflict(self, claim: Claim, instance_name: str, err: InstanceConflict) -> StepResult:

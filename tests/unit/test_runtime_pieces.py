@@ -97,6 +97,7 @@ async def quiet_runtime(
     """Settings and a kubeconfig for ``operator.run`` whose API server answers only ``/version``
     (start-up waits for it; kopf itself is replaced by each test)."""
     monkeypatch.setenv("FAKE_CLOUD_SIMULATE_NODES", "false")
+
     async def version(_: web.Request) -> web.Response:
         return web.json_response({"gitVersion": "v1.34.0"})
 
