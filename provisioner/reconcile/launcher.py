@@ -109,11 +109,9 @@ class Launcher:
         """The cloud create; a degraded mode it ran into is announced on this claim."""
         try:
             instance: Instance = await self.ctx.cloud_call("create", lambda: self.ctx.cloud.create(request))
-        except CloudError:
+            return instance
+        finally:
             await self.degraded.announce(claim)
-            raise
-        await self.degraded.announce(claim)
-        return instance
 
     def _observed(
         self, claim: Claim, instance: Instance, instance_name: str, attempt: int, *, node_joined: bool
