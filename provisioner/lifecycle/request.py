@@ -14,10 +14,10 @@ from provisioner.claims.model import (
     ZONE_LABEL,
     Claim,
 )
-from provisioner.claims.validation import label_key_problem, label_value_problem, taint_problem
 from provisioner.cloud.types import CapacityType, InstanceRequest, Taint
 from provisioner.quantity import GIB, ceil_units, parse_quantity
 from provisioner.settings import Settings
+from provisioner.validation import label_key_problem, label_value_problem, taint_problem
 
 #: Below this an OS disk request is ignored (the cloud's default size is used), with a warning.
 MIN_OS_DISK_GIB = 30

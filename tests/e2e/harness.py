@@ -185,6 +185,12 @@ def condition_status(obj: Mapping[str, Any] | None, ctype: str) -> str | None:
     return c["status"] if c else None
 
 
+def ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
+    """The claim when its Ready condition is True, else None (for ``wait_for``)."""
+    obj = get_json(cluster, kind, name)
+    return obj if condition_status(obj, "Ready") == "True" else None
+
+
 def events_for(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     data = get_json(cluster, "events", "-n", "default", "--field-selector", f"involvedObject.name={name}")
     return list((data or {}).get("items") or [])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +24,7 @@ from tests.e2e.harness import (
     events_for,
     get_json,
     nodes_of_pool,
+    ready,
     wait_for,
 )
 
@@ -59,17 +59,12 @@ def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Contro
     ctl.stop()
 
 
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
-
-
 def test_kaito_machine_flow_costs_one_put_and_one_delete(
     cluster: Cluster, controller: Controller, arm: FakeArm
 ) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_machine(name, instance_type=A100)))
-    machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    machine = wait_for("machine Ready", lambda: ready(cluster, "machine", name))
     node = get_json(cluster, "node", machine["status"]["nodeName"])
     assert node is not None
     assert node["metadata"]["labels"]["kubernetes.azure.com/agentpool"] == name
@@ -92,7 +87,7 @@ def test_kaito_machine_flow_costs_one_put_and_one_delete(
 def test_nodeclaim_flow(cluster: Cluster, controller: Controller, arm: FakeArm) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_nodeclaim(name, instance_type=A100)))
-    claim = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+    claim = wait_for("nodeclaim Ready", lambda: ready(cluster, "nodeclaim", name))
     assert claim["status"]["imageID"]
     assert arm.pools()[name]["properties"]["nodeLabels"]["karpenter.sh/nodepool"] == "kaito"
     delete_and_wait(cluster, "nodeclaim", name)
@@ -123,7 +118,7 @@ def test_quota_short_waits_without_a_put_and_launches_when_raised(
         assert [e["reason"] for e in events_for(cluster, name)].count("InsufficientCapacityError") == 1
     finally:
         arm.set_quota(A100_FAMILY, 96)
-    wait_for("nodeclaim Ready after quota raise", lambda: _ready(cluster, "nodeclaim", name), 90)
+    wait_for("nodeclaim Ready after quota raise", lambda: ready(cluster, "nodeclaim", name), 90)
     assert arm.count("PUT", name) == 1
     delete_and_wait(cluster, "nodeclaim", name)
 
@@ -143,7 +138,7 @@ def test_controller_killed_mid_create_adopts_the_pool(
         )
         replacement.start()
         try:
-            wait_for("machine Ready after restart", lambda: _ready(cluster, "machine", name), 90)
+            wait_for("machine Ready after restart", lambda: ready(cluster, "machine", name), 90)
             assert arm.count("PUT", name) == 1, "the restarted controller must adopt, not re-create"
             delete_and_wait(cluster, "machine", name)
             arm.wait_pool_gone(name)
@@ -187,7 +182,7 @@ def test_orphaned_pool_is_collected_and_vanished_pool_deletes_its_claim(
 
         name = random_claim_name()
         create(cluster, ctl.label(kaito_machine(name, instance_type=T4)))
-        wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+        wait_for("machine Ready", lambda: ready(cluster, "machine", name))
         arm.delete_pool(name)
         wait_for(
             "machine deleted after its pool vanished", lambda: get_json(cluster, "machine", name) is None, 60
@@ -246,7 +241,7 @@ def test_deleting_the_node_takes_claim_and_pool_with_it(
     try:
         name = random_claim_name()
         create(cluster, ctl.label(kaito_nodeclaim(name, instance_type=T4)))
-        claim = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+        claim = wait_for("nodeclaim Ready", lambda: ready(cluster, "nodeclaim", name))
         cluster.kubectl("delete", "node", claim["status"]["nodeName"], "--wait=false")
         wait_for("nodeclaim gone", lambda: get_json(cluster, "nodeclaim", name) is None, 60)
         arm.wait_pool_gone(name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,12 +17,11 @@ from tests.conftest import Cluster
 from tests.e2e.fakearm import FakeArm
 from tests.e2e.harness import (
     Controller,
-    condition_status,
     create,
     delete_and_wait,
     events_for,
-    get_json,
     nodes_of_pool,
+    ready,
     wait_for,
 )
 
@@ -56,11 +54,6 @@ def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Contro
     ctl.stop()
 
 
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
-
-
 def test_a_fifth_of_answers_corrupted_every_claim_ready_nothing_left(
     cluster: Cluster, controller: Controller, arm: FakeArm
 ) -> None:
@@ -70,13 +63,13 @@ def test_a_fifth_of_answers_corrupted_every_claim_ready_nothing_left(
         for name, kind in claims.items():
             make = kaito_machine if kind == "machine" else kaito_nodeclaim
             create(cluster, controller.label(make(name, instance_type=A100)))
-        ready = {
-            name: wait_for(f"{kind} {name} Ready", lambda n=name, k=kind: _ready(cluster, k, n), 90)
+        ready_claims = {
+            name: wait_for(f"{kind} {name} Ready", lambda n=name, k=kind: ready(cluster, k, n), 90)
             for name, kind in claims.items()
         }
         pools = arm.pools()
         assert set(pools) == set(claims), "exactly one pool per claim"
-        for name, claim in ready.items():
+        for name, claim in ready_claims.items():
             assert pools[name]["properties"]["tags"][CLAIM_UID_TAG] == claim["metadata"]["uid"]
             assert [n["metadata"]["name"] for n in nodes_of_pool(cluster, name)] == [
                 claim["status"]["nodeName"]
@@ -119,7 +112,7 @@ def test_an_unrecognised_bad_request_is_retried_with_a_warning(
     )
     try:
         create(cluster, controller.label(kaito_nodeclaim(name, instance_type=A100)))
-        wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name), 60)
+        wait_for("nodeclaim Ready", lambda: ready(cluster, "nodeclaim", name), 60)
         warnings = [
             e for e in events_for(cluster, name) if e["reason"] == "LaunchFailed" and e["type"] == "Warning"
         ]

@@ -22,11 +22,10 @@ from tests.conftest import Cluster
 from tests.e2e.fakearm import FakeArm
 from tests.e2e.harness import (
     Controller,
-    condition_status,
     create,
     delete_and_wait,
     events_for,
-    get_json,
+    ready,
     wait_for,
 )
 
@@ -60,11 +59,6 @@ def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Contro
     ctl.stop()
 
 
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
-
-
 def _gauge(metrics: str, reason: str) -> float | None:
     m = re.search(rf'^gpu_provisioner_cloud_degraded\{{reason="{reason}"\}} (\S+)$', metrics, re.M)
     return float(m.group(1)) if m else None
@@ -81,12 +75,12 @@ def test_kaito_claims_are_ready_with_cluster_scope_rights_only(
     for name, kind in claims.items():
         make = kaito_machine if kind == "machine" else kaito_nodeclaim
         create(cluster, controller.label(make(name, instance_type=A100)))
-    ready = {
-        name: wait_for(f"{kind} {name} Ready", lambda n=name, k=kind: _ready(cluster, k, n), 60)
+    ready_claims = {
+        name: wait_for(f"{kind} {name} Ready", lambda n=name, k=kind: ready(cluster, k, n), 60)
         for name, kind in claims.items()
     }
     pools = arm.pools()
-    for name, claim in ready.items():
+    for name, claim in ready_claims.items():
         assert pools[name]["properties"]["vmSize"] == A100
         assert claim["status"]["capacity"]["nvidia.com/gpu"] == "1"
         assert arm.count("PUT", name) == 1

@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     events_for,
     get_json,
     nodes_of_pool,
+    ready,
     wait_for,
 )
 
@@ -49,11 +50,6 @@ def controller(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     ).start()
     yield ctl
     ctl.stop()
-
-
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
 
 
 class _Sampler:
@@ -81,7 +77,7 @@ def test_kaito_machine_becomes_ready_with_a_gpu_node(cluster: Cluster, controlle
     name = random_claim_name()
     sampler = _Sampler(cluster, "machine", name)
     create(cluster, controller.label(kaito_machine(name, instance_type="Standard_NC24ads_A100_v4")))
-    machine = wait_for(f"machine {name} Ready", lambda: _ready(cluster, "machine", name))
+    machine = wait_for(f"machine {name} Ready", lambda: ready(cluster, "machine", name))
     seen = sampler.stop()
 
     conds = conditions(machine)
@@ -133,7 +129,7 @@ def test_kaito_machine_becomes_ready_with_a_gpu_node(cluster: Cluster, controlle
 def test_kaito_nodeclaim_becomes_ready_in_v1_style(cluster: Cluster, controller: Controller) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_nodeclaim(name, instance_type="Standard_NC24ads_A100_v4")))
-    claim = wait_for(f"nodeclaim {name} Ready", lambda: _ready(cluster, "nodeclaim", name))
+    claim = wait_for(f"nodeclaim {name} Ready", lambda: ready(cluster, "nodeclaim", name))
     conds = conditions(claim)
     for ctype in ("Launched", "Registered", "Initialized", "Ready"):
         assert conds[ctype]["status"] == "True"
@@ -174,7 +170,7 @@ def test_delete_drains_respecting_a_pdb_then_removes_node_and_claim(
 ) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_machine(name)))
-    machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    machine = wait_for("machine Ready", lambda: ready(cluster, "machine", name))
     node_name = machine["status"]["nodeName"]
     app = f"app-{name}"
     pod = {
@@ -235,7 +231,7 @@ def test_delete_drains_respecting_a_pdb_then_removes_node_and_claim(
 def test_deleting_the_node_deletes_the_claim(cluster: Cluster, controller: Controller) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_nodeclaim(name)))
-    claim = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
+    claim = wait_for("nodeclaim Ready", lambda: ready(cluster, "nodeclaim", name))
     node_name = claim["status"]["nodeName"]
     cluster.kubectl("delete", "node", node_name, "--wait=false")
     wait_for("nodeclaim gone", lambda: get_json(cluster, "nodeclaim", name) is None)
@@ -340,7 +336,7 @@ def test_node_not_ready_past_the_repair_window_deletes_the_claim(
 ) -> None:
     name = "wssick" + random_claim_name()[2:8]
     create(cluster, controller.label(kaito_machine(name)))
-    wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    wait_for("machine Ready", lambda: ready(cluster, "machine", name))
     wait_for("machine repaired (deleted)", lambda: get_json(cluster, "machine", name) is None, 60)
 
 
@@ -359,7 +355,7 @@ def test_claims_that_are_not_ours_are_never_touched(cluster: Cluster, controller
     # A managed claim created after it is fully handled, so the controller has seen both.
     mine = random_claim_name()
     create(cluster, controller.label(kaito_nodeclaim(mine)))
-    wait_for("managed claim Ready", lambda: _ready(cluster, "nodeclaim", mine))
+    wait_for("managed claim Ready", lambda: ready(cluster, "nodeclaim", mine))
     obj = get_json(cluster, "nodeclaim", name)
     assert obj is not None
     assert not (obj.get("status") or {}).get("conditions"), "status of a foreign claim was written"
@@ -382,8 +378,8 @@ def test_termination_grace_period_bounds_a_blocked_drain(cluster: Cluster, contr
     claim = controller.label(kaito_nodeclaim(name))
     claim["spec"]["terminationGracePeriod"] = "5s"
     create(cluster, claim)
-    ready = wait_for("nodeclaim Ready", lambda: _ready(cluster, "nodeclaim", name))
-    node_name = ready["status"]["nodeName"]
+    ready_claim = wait_for("nodeclaim Ready", lambda: ready(cluster, "nodeclaim", name))
+    node_name = ready_claim["status"]["nodeName"]
     app = f"app-{name}"
     create(
         cluster,
@@ -426,7 +422,7 @@ def test_a_claim_that_loses_its_selector_label_is_still_cleaned_up(
 ) -> None:
     name = random_claim_name()
     create(cluster, controller.label(kaito_machine(name)))
-    machine = wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+    machine = wait_for("machine Ready", lambda: ready(cluster, "machine", name))
     assert machine["metadata"]["annotations"]["gpu-provisioner.sh/managed-by"] == f"e2e-{controller.run_id}"
     node_name = machine["status"]["nodeName"]
     cluster.kubectl("label", "machine", name, f"{controller.selector}-")
@@ -439,7 +435,7 @@ def test_max_nodes_makes_a_claim_wait_until_a_node_is_freed(cluster: Cluster, tm
     try:
         first, second = random_claim_name(), random_claim_name()
         create(cluster, ctl.label(kaito_machine(first)))
-        wait_for("first machine Ready", lambda: _ready(cluster, "machine", first))
+        wait_for("first machine Ready", lambda: ready(cluster, "machine", first))
         create(cluster, ctl.label(kaito_machine(second)))
         waiting = wait_for(
             "second machine waits",
@@ -452,9 +448,7 @@ def test_max_nodes_makes_a_claim_wait_until_a_node_is_freed(cluster: Cluster, tm
         assert conditions(waiting)["MachineLaunched"]["status"] == "False"
         assert "NodeLimitReached" in event_reasons(cluster, second)
         delete_and_wait(cluster, "machine", first)
-        wait_for(
-            "second machine Ready once the first is gone", lambda: _ready(cluster, "machine", second), 60
-        )
+        wait_for("second machine Ready once the first is gone", lambda: ready(cluster, "machine", second), 60)
         delete_and_wait(cluster, "machine", second)
     finally:
         ctl.stop()

@@ -17,19 +17,14 @@ from tests.e2e.fakearm import FakeArm
 from tests.e2e.harness import (
     REPO,
     Controller,
-    condition_status,
     create,
     delete_and_wait,
     get_json,
+    ready,
     wait_for,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -65,7 +60,7 @@ def test_two_replicas_one_leader_and_takeover_after_kill(cluster: Cluster, tmp_p
 
         name = random_claim_name()
         create(cluster, first.label(kaito_machine(name)))
-        wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+        wait_for("machine Ready", lambda: ready(cluster, "machine", name))
         assert f"claim={name}" not in second.log(), "the standby touched a claim"
 
         first.kill()  # no chance to release the lease: the standby must wait it out
@@ -76,7 +71,7 @@ def test_two_replicas_one_leader_and_takeover_after_kill(cluster: Cluster, tmp_p
         # The new leader finishes what the old one started: deleting the claim works end to end.
         other = random_claim_name()
         create(cluster, second.label(kaito_machine(other)))
-        wait_for("second machine Ready under the new leader", lambda: _ready(cluster, "machine", other))
+        wait_for("second machine Ready under the new leader", lambda: ready(cluster, "machine", other))
         delete_and_wait(cluster, "machine", name)
         delete_and_wait(cluster, "machine", other)
     finally:
@@ -104,7 +99,7 @@ def test_metrics_after_a_flow(cluster: Cluster, tmp_path: Path) -> None:
     try:
         name = random_claim_name()
         create(cluster, ctl.label(kaito_machine(name)))
-        wait_for("machine Ready", lambda: _ready(cluster, "machine", name))
+        wait_for("machine Ready", lambda: ready(cluster, "machine", name))
         delete_and_wait(cluster, "machine", name)
         status, text = ctl.get("/metrics")
         assert status == 200

@@ -19,13 +19,13 @@ from tests.conftest import Cluster
 from tests.e2e.fakearm import FakeArm
 from tests.e2e.harness import (
     Controller,
-    condition_status,
     create,
     delete_and_wait,
     event_reasons,
     events_for,
     get_json,
     nodes_of_pool,
+    ready,
     wait_for,
 )
 
@@ -48,11 +48,6 @@ def arm(cluster: Cluster, workdir: Path) -> Iterator[FakeArm]:
     server = FakeArm(workdir, cluster.kubeconfig).start()
     yield server
     server.stop()
-
-
-def _ready(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    obj = get_json(cluster, kind, name)
-    return obj if condition_status(obj, "Ready") == "True" else None
 
 
 def _patch(cluster: Cluster, *args: str, patch: dict[str, Any]) -> None:
@@ -131,7 +126,7 @@ def test_switching_from_the_go_provisioner_adopts_every_pool_and_deletes_each_wi
             tags = arm.pools()[name]["properties"]["tags"]
             assert tags[OUR_TAG] == "gpu-provisioner"
             assert tags["gpu-provisioner.sh_claim-uid"] == get_json(cluster, kind, name)["metadata"]["uid"]  # type: ignore[index]
-            assert _ready(cluster, kind, name), "the workspace stays Ready through the takeover"
+            assert ready(cluster, kind, name), "the workspace stays Ready through the takeover"
             assert arm.count("PUT", name) == 2  # the predecessor's create, and our tags (If-Match)
         for w in workspaces:
             kind, name = w["kind"].lower(), w["metadata"]["name"]
@@ -195,7 +190,7 @@ def test_throttled_claims_back_off_without_delaying_the_others(
             create(cluster, ctl.label(kaito_nodeclaim(name, instance_type=A100)))
         t0 = time.monotonic()
         for name in others:
-            wait_for(f"{name} Ready", lambda n=name: _ready(cluster, "nodeclaim", n), 60)
+            wait_for(f"{name} Ready", lambda n=name: ready(cluster, "nodeclaim", n), 60)
         ready_after = time.monotonic() - t0
         for name in others:
             cluster.kubectl("delete", "nodeclaim", name, "--wait=false")
@@ -227,7 +222,7 @@ def test_throttled_claims_back_off_without_delaying_the_others(
         warnings = {e["reason"] for e in events_for(cluster, throttled[0]) if e["type"] == "Warning"}
         assert "LaunchThrottled" in warnings, warnings
         for name in throttled + erroring:  # once ARM answers again, every claim launches
-            wait_for(f"{name} Ready after the window", lambda n=name: _ready(cluster, "nodeclaim", n), 120)
+            wait_for(f"{name} Ready after the window", lambda n=name: ready(cluster, "nodeclaim", n), 120)
         for name in throttled + erroring:
             cluster.kubectl("delete", "nodeclaim", name, "--wait=false")
         for name in throttled + erroring:
@@ -251,7 +246,7 @@ def test_a_node_whose_claim_was_removed_by_hand_is_drained_and_released(
     name = random_claim_name()
     try:
         create(cluster, ctl.label(kaito_nodeclaim(name, instance_type=A100)))
-        claim = wait_for("claim Ready", lambda: _ready(cluster, "nodeclaim", name), 60)
+        claim = wait_for("claim Ready", lambda: ready(cluster, "nodeclaim", name), 60)
     finally:
         ctl.stop()
     node = claim["status"]["nodeName"]

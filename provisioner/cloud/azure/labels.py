@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.types import InstanceRequest
+from provisioner.validation import label_key_problem, label_value_problem
 
 # --- labels ----------------------------------------------------------------------------------
 
@@ -52,9 +53,6 @@ SET_BY_AKS = frozenset(
 #: Sub-namespaces of kubernetes.io the kubelet may set on itself (NodeRestriction rules).
 _KUBELET_ALLOWED_SUFFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
 
 @dataclass(frozen=True)
 class DroppedLabel:
@@ -85,12 +83,9 @@ def label_problem(key: str, value: str) -> tuple[str, bool] | None:
         return "AKS sets it on the node itself", False
     if any(_in_domain(_label_domain(key), p.rstrip("/")) for p in AKS_RESERVED_PREFIXES):
         return "the kubernetes.azure.com prefix is reserved by AKS", True
-    prefix, sep, name = key.rpartition("/")
-    if (
-        sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))
-    ) or not _LABEL_NAME.match(name):
+    if label_key_problem(key) is not None:
         return "not a valid Kubernetes label key", True
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+    if label_value_problem(value) is not None:
         return "not a valid Kubernetes label value", True
     domain = _label_domain(key)
     restricted = _in_domain(domain, "kubernetes.io") or _in_domain(domain, "k8s.io")

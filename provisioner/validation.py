@@ -1,8 +1,9 @@
 """Kubernetes' rules for label keys and values and for taints, checked before anything is written.
 
 A label or taint the API server would refuse must stop a claim before any cloud call: otherwise the
-node is created and paid for, and only copying the labels to its Node fails. Each function returns
-what is wrong in words (None when the input is valid).
+node is created and paid for, and only copying the labels to its Node fails. Providers use the same
+rules for what they send to their cloud. Each function returns what is wrong in words (None when the
+input is valid).
 """
 
 from __future__ import annotations
