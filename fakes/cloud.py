@@ -47,6 +47,7 @@ from provisioner.cloud import (
     InvalidSpec,
     NotFound,
     ProviderContext,
+    ResolvedImage,
     Taint,
     Transient,
 )
@@ -66,6 +67,8 @@ DEFAULT_LOCATION = "eastus"
 DEFAULT_OS_DISK_GIB = 128
 DEFAULT_MAX_PODS = 110
 DEFAULT_IMAGE_VERSION = "202501.12.0"
+#: Image families the fake cloud offers (the first is the default).
+IMAGE_FAMILIES = ("Ubuntu", "Ubuntu2204", "Ubuntu2404", "AzureLinux", "AzureLinux3")
 # AKS pool names: lowercase alphanumeric, starting with a letter, at most 12 characters (Linux).
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
@@ -457,6 +460,20 @@ class FakeCloud:
         self._notify_changed()
         # Deleting while the create is in flight stops the create: nothing may leak.
         self._start_task(name, self._finish_delete(name))
+
+    async def resolve_image(self, family: str | None) -> ResolvedImage:
+        """Image families as AKS names them; every node gets ``image_version`` (settable, to play
+        a new node image being released)."""
+        self._call("resolve_image")
+        await self._api_delay()
+        known = {f.lower(): f for f in IMAGE_FAMILIES}
+        name = known.get((family or IMAGE_FAMILIES[0]).lower())
+        if name is None:
+            raise InvalidSpec(
+                f"image family {family!r} is not offered (one of: {', '.join(IMAGE_FAMILIES)})",
+                "InvalidOSSKU",
+            )
+        return ResolvedImage(family or name, name, self.image_version)
 
     async def instance_types(self) -> builtins.list[InstanceType]:
         self._call("instance_types")

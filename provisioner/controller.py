@@ -23,18 +23,21 @@ from provisioner.cloud.errors import CloudError, Throttled
 from provisioner.cloud.provider import CloudProvider, SupportsQuota
 from provisioner.events import EventRecorder
 from provisioner.fencing import WriteRefused
-from provisioner.kube import NODES, ApiError, ConflictError, NotFoundError
+from provisioner.kube import NODES, ApiError, ConflictError, NotFoundError, Resource
 from provisioner.kubeapi import KubeApi
 from provisioner.lifecycle import limits
 from provisioner.lifecycle.request import capacity_type, instance_type_candidates
 from provisioner.lifecycle.result import Event, EventType
 from provisioner.logs import fields as log_fields
 from provisioner.metrics import Metrics
+from provisioner.nodepools.model import KAITO_NODE_CLASSES, NODEPOOLS, NodePool
 from provisioner.ownership import Ownership, owner_uids
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.claim import ClaimReconciler
 from provisioner.reconcile.context import Context, utcnow
 from provisioner.reconcile.launcher import Launcher
+from provisioner.reconcile.nodeclass import NodeClassReconciler
+from provisioner.reconcile.nodepool import NodePoolReconciler, nodepool_of
 from provisioner.settings import Settings
 from provisioner.store import Store
 from provisioner.termination.claim import ClaimTermination
@@ -55,7 +58,23 @@ class NodeKey:
         return f"node/{self.name}"
 
 
-Key = ClaimKey | NodeKey
+@dataclass(frozen=True, order=True)
+class NodePoolKey:
+    name: str
+
+    def __str__(self) -> str:
+        return f"nodepool/{self.name}"
+
+
+@dataclass(frozen=True, order=True)
+class NodeClassKey:
+    name: str
+
+    def __str__(self) -> str:
+        return f"kaitonodeclass/{self.name}"
+
+
+Key = ClaimKey | NodeKey | NodePoolKey | NodeClassKey
 
 #: Launched reasons of claims waiting on quota (re-checked against the cloud's quota reading).
 _QUOTA_REASON = "InsufficientCapacity:QuotaExceeded"
@@ -121,6 +140,8 @@ class Controller:
         self.claim_termination = ClaimTermination(ctx, self.applier, drainer, self._terminated)
         self.node_termination = NodeTermination(ctx, self.applier, drainer)
         self.claims = ClaimReconciler(ctx, self.applier, self.launcher, self.claim_termination)
+        self.nodepools = NodePoolReconciler(ctx, self.applier)
+        self.node_classes = NodeClassReconciler(ctx)
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
             workers=settings.workers,
@@ -175,9 +196,52 @@ class Controller:
         if event_type == "DELETED":
             self._forget_claim(key)
             return
-        if self.store.put_claim(dialect, body) is not None:
+        claim = self.store.put_claim(dialect, body)
+        if claim is not None:
             self.queue.add(key)
+            self._route_to_nodepool(claim)
         # else: an echo of our own write, or older than what we have: nothing new to act on
+
+    def on_nodepool_event(self, event_type: str | None, body: Body) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        if not name or not self.settings.nodepools:
+            return
+        if event_type == "DELETED":
+            self.store.remove_nodepool(name)
+            return
+        nodepool = self.store.put_nodepool(body)
+        if nodepool is not None:
+            self._nodepool_changed(nodepool)
+
+    def _nodepool_changed(self, nodepool: NodePool) -> None:
+        if not self.ownership.serves_node_class(nodepool.node_class_ref):
+            return
+        self.queue.add(NodePoolKey(nodepool.name))
+        for claim in self.nodepools.claims_of(nodepool):  # their drift may have changed
+            self.queue.add(key_of(claim))
+
+    def on_node_class_event(self, event_type: str | None, body: Body) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        if not name or not self.settings.nodepools:
+            return
+        if event_type == "DELETED":
+            self.store.remove_node_class(name)
+        elif self.store.put_node_class(body) is None:
+            return
+        else:
+            self.queue.add(NodeClassKey(name))
+        self._node_class_changed(name)
+
+    def _node_class_changed(self, name: str) -> None:
+        for nodepool in self.store.nodepools():
+            ref = nodepool.node_class_ref
+            if ref is not None and ref.name == name:
+                self._nodepool_changed(nodepool)
+
+    def _route_to_nodepool(self, claim: Claim) -> None:
+        nodepool = nodepool_of(self.ctx, claim)
+        if nodepool is not None:
+            self.queue.add(NodePoolKey(nodepool.name))
 
     def on_node_event(self, event_type: str | None, body: Body) -> None:
         name = (body.get("metadata") or {}).get("name")
@@ -215,6 +279,7 @@ class Controller:
         self.queue.forget(key_of(claim))
         self.launcher.forget(claim.uid)
         self.events.forget(claim.uid)
+        self._route_to_nodepool(claim)  # a replica may be missing now
         # Its Nodes may now be ours to terminate on their own; a slot may have freed.
         for node in self.store.nodes_owned_by(claim.uid):
             self._route_node(node)
@@ -230,6 +295,8 @@ class Controller:
         """One reconcile of ``key``; everything it logs carries the claim (or node) and its pool."""
         if isinstance(key, NodeKey):
             context = {"node": key.name}
+        elif isinstance(key, NodePoolKey | NodeClassKey):
+            context = {str(key).split("/", 1)[0]: key.name}
         else:
             claim = self.store.claim(key)
             context = {"claim": key.name, "kind": key.kind}
@@ -239,17 +306,26 @@ class Controller:
             return await self._reconcile(key)
 
     async def _reconcile(self, key: Key) -> Outcome:
-        kind = key.kind.lower() if isinstance(key, ClaimKey) else "node"
+        kind = key.kind.lower() if isinstance(key, ClaimKey) else str(key).split("/", 1)[0]
         result = "error"
         try:
             if isinstance(key, NodeKey):
                 outcome = await self.node_termination.reconcile(key.name)
+            elif isinstance(key, NodePoolKey):
+                outcome = await self.nodepools.reconcile(key.name)
+            elif isinstance(key, NodeClassKey):
+                outcome = await self.node_classes.reconcile(key.name)
             else:
                 claim = self.store.claim(key)
                 if claim is None or not self.ownership.claim_is_ours(claim):
                     result = "skipped"
                     return DONE
                 outcome = await self.claims.reconcile(claim)
+                # Our own writes to the claim come back from the watch as echoes and wake nothing:
+                # its NodePool looks again now (a replacement may have become Ready).
+                after = self.store.claim(key)
+                if after is not None:
+                    self._route_to_nodepool(after)
             result = "failed" if outcome.failed else "done" if outcome.requeue_after is None else "requeue"
             self._traced.discard(key)
             return outcome
@@ -341,6 +417,28 @@ class Controller:
         changed_nodes, gone_nodes = self.store.prune_nodes(nodes, version)
         for node in (*changed_nodes, *gone_nodes):
             self._route_node(node)
+        if self.settings.nodepools:
+            await self._resync_nodepools()
+
+    async def _relist(self, resource: Resource) -> tuple[list[dict[str, Any]], str] | None:
+        try:
+            return await self.ctx.kube.list_with_version(resource)
+        except NotFoundError:
+            return None  # the CRD is not installed
+
+    async def _resync_nodepools(self) -> None:
+        listed = await self._relist(KAITO_NODE_CLASSES)
+        if listed is not None:
+            changed_classes, gone_classes = self.store.prune_node_classes(*listed)
+            for node_class in changed_classes:
+                self.queue.add(NodeClassKey(node_class.name))
+            for node_class in (*changed_classes, *gone_classes):
+                self._node_class_changed(node_class.name)
+        listed = await self._relist(NODEPOOLS)
+        if listed is not None:
+            changed_pools, _ = self.store.prune_nodepools(*listed)
+            for nodepool in changed_pools:
+                self._nodepool_changed(nodepool)
 
     async def list_claims(self) -> list[Claim]:
         """Every claim of every dialect, read from the API server (managed or not)."""

@@ -50,6 +50,7 @@ DISRUPTION_REASONS: Mapping[str, str] = {
     "NodeRepair": "unhealthy",
     "InsufficientCapacityError": "insufficient_capacity",
     "InstanceNotFound": "garbage_collected",
+    "DisruptionTerminating": "drifted",
 }
 
 #: Karpenter's ``method`` label (its CloudProvider method names), by our cloud operation.
@@ -198,6 +199,13 @@ class Metrics:
             "karpenter_nodes_terminated_total",
             "Number of nodes of NodeClaims terminated in total. Labeled by owning nodepool.",
             ["nodepool"],
+            registry=r,
+        )
+
+        self.nodepool_allowed_disruptions = Gauge(
+            "karpenter_nodepools_allowed_disruptions",
+            "The number of nodes of a NodePool that may be disrupted now for a reason. Labeled by nodepool and reason.",
+            ["nodepool", "reason"],
             registry=r,
         )
 

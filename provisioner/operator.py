@@ -30,9 +30,10 @@ from provisioner.endpoints import ReadinessProbe, Servers
 from provisioner.events import EventRecorder
 from provisioner.fencing import WriteGate, watch_for_stalls
 from provisioner.gc import GarbageCollector
-from provisioner.kube import NODES, ApiError, KubeClient
+from provisioner.kube import NODES, ApiError, KubeClient, NotFoundError
 from provisioner.leader import LeaderElector
 from provisioner.metrics import Metrics
+from provisioner.nodepools.model import KAITO_NODE_CLASSES, NODEPOOLS
 from provisioner.settings import Settings, StartupError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ async def _on_node(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
         memo.controller.on_node_event(event.get("type"), dict(event["object"]))
 
 
+async def _on_nodepool(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    if memo.controller is not None:
+        memo.controller.on_nodepool_event(event.get("type"), dict(event["object"]))
+
+
+async def _on_node_class(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    if memo.controller is not None:
+        memo.controller.on_node_class_event(event.get("type"), dict(event["object"]))
+
+
 async def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
     """kopf's built-in logins do not understand every kubeconfig; reuse the one our client loaded."""
     assert memo.kube is not None
@@ -95,6 +106,18 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     # node for a missing one (which would flap Ready claims).
     for node in await kube.list(NODES):
         controller.on_node_event(None, node)
+    # Likewise NodePools and node classes: a restart must count a NodePool's NodeClaims before it
+    # decides whether one is missing.
+    if s.nodepools:
+        for resource, feed in (
+            (KAITO_NODE_CLASSES, controller.on_node_class_event),
+            (NODEPOOLS, controller.on_nodepool_event),
+        ):
+            try:
+                for body in await kube.list(resource):
+                    feed(None, body)
+            except NotFoundError:
+                logger.info("%s are not served (CRD not installed); they are watched for", resource.plural)
     controller.start()
     gc = GarbageCollector(controller, cloud, memo.metrics, s.cloud, s.gc_interval, s.gc_orphan_grace)
     gc.start()
@@ -118,7 +141,7 @@ async def _cleanup(memo: Runtime) -> None:
         await memo.kube.close()
 
 
-def make_registry() -> kopf.OperatorRegistry:
+def make_registry(*, nodepools: bool = True) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry, id="login")(_login)
     kopf.on.startup(registry=registry, id="startup")(_startup)
@@ -129,6 +152,11 @@ def make_registry() -> kopf.OperatorRegistry:
             _on_claim(dialect)
         )
     kopf.on.event("", "v1", "nodes", registry=registry, id="watch-nodes")(_on_node)
+    if nodepools:
+        for res, handler in ((NODEPOOLS, _on_nodepool), (KAITO_NODE_CLASSES, _on_node_class)):
+            kopf.on.event(res.group, res.version, res.plural, registry=registry, id=f"watch-{res.plural}")(
+                handler
+            )
     return registry
 
 
@@ -273,7 +301,11 @@ async def run(settings: Settings, *, kubeconfig: str | None = None) -> int:
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
-                registry=make_registry(), clusterwide=True, standalone=True, memo=runtime, stop_flag=kopf_stop
+                registry=make_registry(nodepools=settings.nodepools),
+                clusterwide=True,
+                standalone=True,
+                memo=runtime,
+                stop_flag=kopf_stop,
             ),
             name="kopf",
         )

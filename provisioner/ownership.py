@@ -11,6 +11,9 @@ finalizers.
   node labels carry Kaito's signature (a workspace or RAG-engine label with the claim's value, plus a
   Karpenter provisioner or nodepool label) was made for this claim by a predecessor (the Go
   gpu-provisioner never tags its pools): it is adopted. Anything else is foreign and never deleted.
+* **NodePools.** Ours when their template's ``nodeClassRef`` names a node class kind and group we
+  serve (``KaitoNodeClass`` in ``kaito.sh``); a NodePool for another provisioner's node class
+  (``AKSNodeClass``, ``EC2NodeClass``, ...) is never touched, not even its status.
 * **Nodes.** Ours to terminate on their own when they carry our mark (set at registration); the
   repair brake counts the Nodes owned by claims we manage.
 """
@@ -21,7 +24,13 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from provisioner.claims.model import MANAGED_BY_ANNOTATION, NODEPOOL_LABEL, PROVISIONER_LABEL, Claim
+from provisioner.claims.model import (
+    MANAGED_BY_ANNOTATION,
+    NODEPOOL_LABEL,
+    PROVISIONER_LABEL,
+    Claim,
+    NodeClassRef,
+)
 from provisioner.cloud.types import Instance
 from provisioner.settings import Settings
 
@@ -61,6 +70,15 @@ class Ownership:
         if any(key in claim.labels for key in self.settings.claim_labels):
             return True
         return ref is not None and ref.kind in self.settings.claim_node_class_kinds
+
+    def serves_node_class(self, ref: NodeClassRef | None) -> bool:
+        """Whether a node class reference names one of ours (by kind and group)."""
+        settings = self.settings
+        return (
+            ref is not None
+            and ref.kind in settings.claim_node_class_kinds
+            and (not ref.group or ref.group in settings.claim_node_class_groups)
+        )
 
     def marked(self, claim: Claim) -> bool:
         """Whether we took the claim over already (our mark is on it)."""

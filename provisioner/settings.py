@@ -138,6 +138,19 @@ class Settings:
         "Stop waiting on PodDisruptionBudgets this long after deletion (0: wait as long as it takes). "
         "A NodeClaim's spec.terminationGracePeriod takes precedence.",
     )
+    # -- NodePools (Kaito's karpenter mode)
+    nodepools: bool = _setting(
+        True,
+        "NODEPOOLS",
+        "Serve static NodePools (karpenter.sh/v1, spec.replicas) whose nodeClassRef is one of our node "
+        "classes, and their node classes' status.",
+    )
+    node_class_refresh: float = _setting(
+        3600.0,
+        "NODE_CLASS_REFRESH_SECONDS",
+        "How often a node class's image family is resolved again (a new image version drifts its "
+        "NodePools' NodeClaims).",
+    )
     # -- garbage collection
     gc_interval: float = _setting(60.0, "GC_INTERVAL_SECONDS", "How often instances and claims are compared.")
     gc_orphan_grace: float = _setting(
@@ -284,6 +297,7 @@ _POSITIVE = frozenset(
         "retry_max",
         "retry_rate",
         "capacity_retry_base",
+        "node_class_refresh",
     }
 )
 

@@ -5,8 +5,9 @@ are compared both ways, so a late watch event never replaces what a patch answer
 and a patch answer never replaces what a faster watch event brought. A periodic relist replaces the
 picture and forgets objects deleted while a watch was down (``prune``).
 
-Indexes: claims by UID and by the instance they map to; Nodes by the instance they run on (the
-cloud says which, ``CloudProvider.instance_of_node``) and by the UIDs of their owners.
+Indexes: claims by UID, by the instance they map to and by the UIDs of their owners (NodePools);
+Nodes by the instance they run on (the cloud says which, ``CloudProvider.instance_of_node``) and
+by the UIDs of their owners. NodePools and node classes are kept by name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from provisioner.claims.dialects import Dialect
 from provisioner.claims.model import Claim, ClaimKey
+from provisioner.nodepools.model import NodeClass, NodePool, parse_node_class, parse_nodepool
 from provisioner.ownership import owner_uids
 
 Body = Mapping[str, Any]
@@ -80,6 +82,9 @@ class Store:
         self._claims: dict[ClaimKey, _Entry] = {}
         self._claim_uids: dict[str, ClaimKey] = {}
         self._claims_by_instance = _Index()
+        self._claims_by_owner = _Index()
+        self._nodepools: dict[str, tuple[NodePool, Body]] = {}
+        self._node_classes: dict[str, tuple[NodeClass, Body]] = {}
         self._nodes: dict[str, Body] = {}
         self._nodes_by_instance = _Index()
         self._nodes_by_owner = _Index()
@@ -102,6 +107,7 @@ class Store:
         self._claims[key] = _Entry(claim, body, instance)
         self._claim_uids[claim.uid] = key
         self._claims_by_instance.move(key, [old.instance] if old else [], [instance])
+        self._claims_by_owner.move(key, owner_uids(old.body) if old else [], owner_uids(body))
         return claim
 
     def remove_claim(self, key: ClaimKey) -> Claim | None:
@@ -111,6 +117,7 @@ class Store:
         if self._claim_uids.get(entry.claim.uid) == key:
             del self._claim_uids[entry.claim.uid]
         self._claims_by_instance.move(key, [entry.instance], [])
+        self._claims_by_owner.move(key, owner_uids(entry.body), [])
         return entry.claim
 
     def claim(self, key: ClaimKey) -> Claim | None:
@@ -130,6 +137,49 @@ class Store:
 
     def claims_of_instance(self, instance: str) -> list[Claim]:
         return [self._claims[k].claim for k in self._claims_by_instance.get(instance)]
+
+    def claims_owned_by(self, uid: str) -> list[Claim]:
+        return [self._claims[k].claim for k in self._claims_by_owner.get(uid)]
+
+    # -- NodePools and node classes ---------------------------------------------------------------
+
+    def put_nodepool(self, body: Body) -> NodePool | None:
+        """Store ``body`` if it is newer than what we have; the NodePool if it was stored."""
+        stored: NodePool | None = _put(self._nodepools, body, parse_nodepool)
+        return stored
+
+    def remove_nodepool(self, name: str) -> NodePool | None:
+        entry = self._nodepools.pop(name, None)
+        return entry[0] if entry else None
+
+    def nodepool(self, name: str) -> NodePool | None:
+        entry = self._nodepools.get(name)
+        return entry[0] if entry else None
+
+    def nodepools(self) -> list[NodePool]:
+        return [e[0] for e in self._nodepools.values()]
+
+    def put_node_class(self, body: Body) -> NodeClass | None:
+        stored: NodeClass | None = _put(self._node_classes, body, parse_node_class)
+        return stored
+
+    def remove_node_class(self, name: str) -> NodeClass | None:
+        entry = self._node_classes.pop(name, None)
+        return entry[0] if entry else None
+
+    def node_class(self, name: str) -> NodeClass | None:
+        entry = self._node_classes.get(name)
+        return entry[0] if entry else None
+
+    def prune_nodepools(
+        self, listed: Iterable[Body], list_version: str
+    ) -> tuple[list[NodePool], list[NodePool]]:
+        return _prune(self._nodepools, listed, list_version, parse_nodepool)
+
+    def prune_node_classes(
+        self, listed: Iterable[Body], list_version: str
+    ) -> tuple[list[NodeClass], list[NodeClass]]:
+        return _prune(self._node_classes, listed, list_version, parse_node_class)
 
     # -- nodes ------------------------------------------------------------------------------------
 
@@ -210,6 +260,40 @@ class Store:
             self.remove_node(name)
             gone.append(body)
         return changed, gone
+
+
+def _put(table: dict[str, tuple[Any, Body]], body: Body, parse: Callable[[Body], Any]) -> Any:
+    name = str((body.get("metadata") or {}).get("name") or "")
+    if not name:
+        return None
+    old = table.get(name)
+    if not newer(body, old[1] if old else None):
+        return None
+    value = parse(body)
+    table[name] = (value, body)
+    return value
+
+
+def _prune(
+    table: dict[str, tuple[Any, Body]],
+    listed: Iterable[Body],
+    list_version: str,
+    parse: Callable[[Body], Any],
+) -> tuple[list[Any], list[Any]]:
+    """After a full list: (what changed, what is gone and was not seen since the list was taken)."""
+    names = set()
+    changed = []
+    for body in listed:
+        names.add(str((body.get("metadata") or {}).get("name") or ""))
+        value = _put(table, body, parse)
+        if value is not None:
+            changed.append(value)
+    gone = []
+    for name, (value, body) in list(table.items()):
+        if name not in names and not _after_list(body, list_version):
+            del table[name]
+            gone.append(value)
+    return changed, gone
 
 
 def _after_list(body: Body, list_version: str) -> bool:

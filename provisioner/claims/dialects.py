@@ -279,6 +279,7 @@ NODECLAIM = Dialect(
         ConditionType.INITIALIZED: "Initialized",
         ConditionType.READY: "Ready",
         ConditionType.INSTANCE_TERMINATING: "InstanceTerminating",
+        ConditionType.DRIFTED: "Drifted",
     },
     pending_status=Status.UNKNOWN,
     knative=False,

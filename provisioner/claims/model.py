@@ -43,6 +43,8 @@ class ConditionType(StrEnum):
     INITIALIZED = "Initialized"
     READY = "Ready"
     INSTANCE_TERMINATING = "InstanceTerminating"
+    #: NodeClaims of a NodePool: the NodePool's template or node class changed since it was made.
+    DRIFTED = "Drifted"
 
 
 DEPENDENTS = (ConditionType.LAUNCHED, ConditionType.REGISTERED, ConditionType.INITIALIZED)

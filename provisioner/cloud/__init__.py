@@ -9,7 +9,13 @@ from provisioner.cloud.errors import (
     Throttled,
     Transient,
 )
-from provisioner.cloud.provider import CloudProvider, ProviderContext, SupportsAdoption, SupportsQuota
+from provisioner.cloud.provider import (
+    CloudProvider,
+    ProviderContext,
+    SupportsAdoption,
+    SupportsNodeImages,
+    SupportsQuota,
+)
 from provisioner.cloud.registry import (
     ENTRY_POINT_GROUP,
     ProviderFactory,
@@ -31,6 +37,7 @@ from provisioner.cloud.types import (
     InstanceRequest,
     InstanceState,
     InstanceType,
+    ResolvedImage,
     Taint,
     TaintEffect,
 )
@@ -58,7 +65,9 @@ __all__ = [
     "ProviderFactory",
     "ProviderLoadError",
     "ProviderNotFoundError",
+    "ResolvedImage",
     "SupportsAdoption",
+    "SupportsNodeImages",
     "SupportsQuota",
     "Taint",
     "TaintEffect",

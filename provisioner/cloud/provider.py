@@ -7,7 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from provisioner.cloud.types import CapacityType, Degradation, Instance, InstanceRequest, InstanceType
+from provisioner.cloud.types import (
+    CapacityType,
+    Degradation,
+    Instance,
+    InstanceRequest,
+    InstanceType,
+    ResolvedImage,
+)
 
 
 def _always_open(target: str) -> None:
@@ -124,4 +131,14 @@ class SupportsDegradation(Protocol):
 
     def degradations(self) -> tuple[Degradation, ...]:
         """Every way the provider can run degraded, each with whether it does now (no I/O)."""
+        ...
+
+
+@runtime_checkable
+class SupportsNodeImages(Protocol):
+    """A cloud that can say what a node class's image family resolves to (no cloud write)."""
+
+    async def resolve_image(self, family: str | None) -> ResolvedImage:
+        """The image new nodes of ``family`` get (None: the cloud's default family); raises
+        ``InvalidSpec`` for a family the cloud does not offer."""
         ...

@@ -70,6 +70,11 @@ class InstanceRequest:
     taints: tuple[Taint, ...] = ()
     os_disk_size_gib: int | None = None
     image_family: str | None = None
+    #: From the claim's node class (None: the provider's own setting).
+    os_disk_type: str | None = None
+    max_pods: int | None = None
+    #: Whether the cloud installs the GPU driver: "Install" or "None" (None: the provider's setting).
+    gpu_driver: str | None = None
     zones: tuple[str, ...] = ()
     capacity_type: CapacityType = CapacityType.ON_DEMAND
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -137,6 +142,16 @@ class InstanceType:
     available: bool = True
     #: Why the type cannot be used here (e.g. ``NotAvailableForSubscription``) when not available.
     unavailable_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a cloud makes of a node class's image family: its own ``name`` for it (on AKS the
+    osSKU) and, when it can tell, the ``version`` new nodes get now."""
+
+    family: str
+    name: str
+    version: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from provisioner.claims.model import (
     Claim,
 )
 from provisioner.cloud.types import CapacityType, InstanceRequest, Taint
+from provisioner.nodepools.model import NodeClass
 from provisioner.quantity import GIB, ceil_units, parse_quantity
 from provisioner.settings import Settings
 from provisioner.validation import label_key_problem, label_value_problem, taint_problem
@@ -154,8 +155,14 @@ def _checked_taints(claim: Claim) -> tuple[Taint, ...]:
     return taints
 
 
-def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedRequest:
-    """The request to send to the cloud; raises :class:`InvalidClaim` for specs that can never work."""
+def prepare(
+    claim: Claim, instance_name: str, settings: Settings, node_class: NodeClass | None = None
+) -> PreparedRequest:
+    """The request to send to the cloud; raises :class:`InvalidClaim` for specs that can never work.
+
+    ``node_class`` (the claim's ``KaitoNodeClass``, if it exists) gives the image family, OS disk,
+    max pods and GPU driver; the claim's own image-family annotation and storage request win.
+    """
     candidates = instance_type_candidates(claim)
     if not candidates:
         raise InvalidClaim(
@@ -173,6 +180,9 @@ def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedReq
         candidates = allowed
     disk, warning = _os_disk_gib(claim)
     family = claim.annotations.get(IMAGE_FAMILY_ANNOTATION)
+    if node_class is not None:
+        family = family or node_class.image_family
+        disk = disk if disk is not None else node_class.os_disk_size_gb
     request = InstanceRequest(
         claim_name=claim.name,
         claim_uid=claim.uid,
@@ -184,5 +194,8 @@ def prepare(claim: Claim, instance_name: str, settings: Settings) -> PreparedReq
         image_family=family.lower() if family else None,
         zones=_zones(claim),
         capacity_type=capacity_type(claim),
+        os_disk_type=node_class.os_disk_type if node_class else None,
+        max_pods=node_class.max_pods if node_class else None,
+        gpu_driver=node_class.gpu_driver if node_class else None,
     )
     return PreparedRequest(request, (warning,) if warning else ())

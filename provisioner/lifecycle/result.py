@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from provisioner.claims.model import ClaimStatus, Condition
+from provisioner.claims.model import ClaimStatus, Condition, ConditionType
 
 
 class EventType(StrEnum):
@@ -90,6 +90,8 @@ Action = ClaimMetadata | PatchNode | ReleaseNode | DeleteInstance | DeleteClaim
 @dataclass(frozen=True)
 class StepResult:
     conditions: tuple[Condition, ...] = ()
+    #: Conditions to remove (Karpenter clears a condition that no longer applies, e.g. Drifted).
+    cleared: tuple[ConditionType, ...] = ()
     status: StatusDelta = field(default_factory=StatusDelta)
     events: tuple[Event, ...] = ()
     actions: tuple[Action, ...] = ()

@@ -63,6 +63,7 @@ def with_steps(claim: Claim, steps: Iterable[StepResult], now: datetime.datetime
     for step in steps:
         for c in step.conditions:
             conditions = set_condition(conditions, c, now)
+        conditions = tuple(c for c in conditions if c.type not in step.cleared)
         status = step.status.apply(status)
     if not claim.deleting:
         pending = dialect_of(claim).pending_status

@@ -14,7 +14,7 @@ from typing import Any
 
 from provisioner.claims.model import MANAGED_BY_ANNOTATION, TERMINATION_FINALIZER, Claim, ConditionType
 from provisioner.cloud.provider import SupportsAdoption
-from provisioner.lifecycle import initialization, limits, liveness, registration
+from provisioner.lifecycle import drift, initialization, limits, liveness, registration
 from provisioner.lifecycle.result import DeleteClaim, Event, EventType, PatchNode, StepResult
 from provisioner.lifecycle.termination import FOREIGN_INSTANCE, foreign_instance
 from provisioner.metrics import Metrics
@@ -22,6 +22,7 @@ from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.launcher import Launcher
+from provisioner.reconcile.nodepool import nodepool_of
 from provisioner.termination.claim import ClaimTermination
 from provisioner.termination.instance import read as read_instance
 from provisioner.workqueue import Outcome
@@ -117,6 +118,9 @@ class ClaimReconciler:
         repair = liveness.not_ready_repair(node, now, ctx.settings, self._brake)
         if repair is not None:
             steps.append(repair)
+        drifted = drift.check(claim, nodepool_of(ctx, claim), self.launcher.node_class_of(claim))
+        if drifted is not None:
+            steps.append(drifted)
         return await self.applier.apply(claim, steps, now)
 
     def _brake(self) -> limits.RepairBrake:

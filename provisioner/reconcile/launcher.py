@@ -19,6 +19,7 @@ from provisioner.cloud.types import Instance, InstanceRequest, InstanceState
 from provisioner.lifecycle import launch, limits
 from provisioner.lifecycle.request import InvalidClaim, instance_type_candidates, prepare
 from provisioner.lifecycle.result import Action, ClaimMetadata, Event, EventType, StepResult
+from provisioner.nodepools.model import NodeClass
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.degraded import DegradationReporter
@@ -46,6 +47,13 @@ class Launcher:
         self.memory.attempts.pop(uid, None)
         self.memory.in_flight.discard(uid)
         self.memory.creating_since.pop(uid, None)
+
+    def node_class_of(self, claim: Claim) -> NodeClass | None:
+        """The claim's node class, if it names one of ours that exists."""
+        ref = claim.node_class_ref
+        if ref is None or not self.ctx.ownership.serves_node_class(ref):
+            return None
+        return self.ctx.store.node_class(ref.name)
 
     def holds_instance(self, claim: Claim) -> bool:
         return claim.uid in self.memory.in_flight or limits.holds_instance(claim)
@@ -78,7 +86,7 @@ class Launcher:
         ctx, memory = self.ctx, self.memory
         try:
             self._check_name_is_free(claim, instance_name)
-            prepared = prepare(claim, instance_name, ctx.settings)
+            prepared = prepare(claim, instance_name, ctx.settings, self.node_class_of(claim))
         except InvalidClaim as e:
             ctx.metrics.launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()
             return launch.invalid(claim, e)

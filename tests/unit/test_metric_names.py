@@ -3,7 +3,9 @@
 The expected lists are facts read from Karpenter core's sources (kubernetes-sigs/karpenter):
 v0.29.2 for Machines (pkg/metrics/metrics.go, pkg/cloudprovider/metrics/cloudprovider.go) and
 v1.0.9 for NodeClaims (the same two files). Karpenter's metrics about what this controller does not
-do (scheduling pods, disruption budgets, consolidation, pod and NodePool state) are not exported.
+do (scheduling pods, consolidation, pod and NodePool state) are not exported; of disruption, the
+budgets' allowance (``karpenter_nodepools_allowed_disruptions``, pkg/controllers/disruption/metrics.go)
+is.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ KARPENTER_V1_0 = {
     "karpenter_nodeclaims_disrupted_total": {"reason", "nodepool", "capacity_type"},
     "karpenter_nodes_created_total": {"nodepool"},
     "karpenter_nodes_terminated_total": {"nodepool"},
+    "karpenter_nodepools_allowed_disruptions": {"nodepool", "reason"},
     "karpenter_cloudprovider_duration_seconds_bucket": {"controller", "method", "provider", "le"},
     "karpenter_cloudprovider_duration_seconds_sum": {"controller", "method", "provider"},
     "karpenter_cloudprovider_duration_seconds_count": {"controller", "method", "provider"},

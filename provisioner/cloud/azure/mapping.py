@@ -110,6 +110,10 @@ OS_SKUS = {
 }
 
 
+#: The osSKU AKS gives a Linux pool that names none.
+DEFAULT_OS_SKU = "Ubuntu"
+
+
 def os_sku(image_family: str | None) -> str | None:
     if not image_family:
         return None
@@ -183,8 +187,9 @@ def build_pool(
     }
     if disk is not None:
         props["osDiskSizeGB"] = disk
-    if settings.os_disk_type:
-        props["osDiskType"] = settings.os_disk_type
+    disk_type = request.os_disk_type or settings.os_disk_type
+    if disk_type:
+        props["osDiskType"] = disk_type
     sku_name = os_sku(request.image_family)
     if sku_name:
         props["osSKU"] = sku_name
@@ -192,13 +197,17 @@ def build_pool(
         props["availabilityZones"] = list(zones)
     if settings.vnet_subnet_id:
         props["vnetSubnetID"] = settings.vnet_subnet_id
-    if settings.max_pods is not None:
-        props["maxPods"] = settings.max_pods
+    max_pods = request.max_pods if request.max_pods is not None else settings.max_pods
+    if max_pods is not None:
+        props["maxPods"] = max_pods
     if request.capacity_type == CapacityType.SPOT:
         props["scaleSetPriority"] = "Spot"
         props["scaleSetEvictionPolicy"] = "Delete"
         props["spotMaxPrice"] = -1
-    if is_gpu and not settings.gpu_driver_install:
+    install_driver = (
+        settings.gpu_driver_install if request.gpu_driver is None else request.gpu_driver == "Install"
+    )
+    if is_gpu and not install_driver:
         props["gpuProfile"] = {"driver": "None"}
     warnings = [str(d) for d in dropped if d.warn]
     if disk_warning:

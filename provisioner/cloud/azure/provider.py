@@ -67,6 +67,7 @@ from provisioner.cloud.types import (
     InstanceRequest,
     InstanceState,
     InstanceType,
+    ResolvedImage,
 )
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,12 @@ class AzureCloud:
             if fits:
                 return True
         return False
+
+    async def resolve_image(self, family: str | None) -> ResolvedImage:
+        """A node class's image family as the osSKU new pools get (AKS's default, Ubuntu, when none
+        is set). The node image version is chosen by AKS per pool and not known before one exists."""
+        sku = mapping.os_sku(family) or mapping.DEFAULT_OS_SKU
+        return ResolvedImage(family or sku, sku)
 
     async def check(self) -> tuple[bool, str]:
         """Readiness: a token can be obtained and the cluster's agent pools can be listed. Denied
