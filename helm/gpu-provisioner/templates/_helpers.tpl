@@ -240,3 +240,33 @@ topology spread constraint has none. Works on copies; .Values stay untouched.
 {{- end }}
 {{- toYaml $constraints }}
 {{- end }}
+
+{{/*
+Whether the chart renders the NodePool CRD (non-empty = yes). nodePools.installCRD true: always;
+false: never; auto: when the cluster has no nodepools.karpenter.sh, or has the one this release
+installed (so upgrades keep managing it). A CRD installed by anything else (Karpenter, AKS node
+auto-provisioning, kubectl) is left alone: Helm could not adopt it, and it serves our NodePools as
+well. `helm template` and client-side dry runs see no cluster: there auto renders it.
+*/}}
+{{- define "gpu-provisioner.installNodePoolCRD" -}}
+{{- $mode := toString .Values.nodePools.installCRD }}
+{{- if eq $mode "true" }}true
+{{- else if eq $mode "auto" }}
+{{- $existing := include "gpu-provisioner.existingNodePoolCRD" . }}
+{{- if or (eq $existing "none") (eq $existing "ours") }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NodePool CRD in the cluster: "none", "ours" (annotated as this release's by Helm) or "foreign".
+*/}}
+{{- define "gpu-provisioner.existingNodePoolCRD" -}}
+{{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "nodepools.karpenter.sh" }}
+{{- if not $crd }}none
+{{- else }}
+{{- $annotations := dig "metadata" "annotations" dict $crd }}
+{{- if and (eq (get $annotations "meta.helm.sh/release-name") .Release.Name) (eq (get $annotations "meta.helm.sh/release-namespace") .Release.Namespace) }}ours
+{{- else }}foreign
+{{- end }}
+{{- end }}
+{{- end }}
