@@ -1,4 +1,4 @@
-"""The Machine and NodeClaim CRDs against a real kube-apiserver.
+"""The Machine, NodeClaim, NodePool and KaitoNodeClass CRDs against a real kube-apiserver.
 
 What Kaito sends must be stored unchanged, what Karpenter refuses must be refused with a message
 that names the problem, and `kubectl get` must show the columns operators know from Karpenter.
@@ -27,6 +27,20 @@ MACHINE_COLUMNS = ["NAME", "TYPE", "ZONE", "NODE", "READY", "AGE"]
 MACHINE_WIDE_COLUMNS = [*MACHINE_COLUMNS, "CAPACITY", "PROVISIONER", "TEMPLATE"]
 NODECLAIM_COLUMNS = ["NAME", "TYPE", "CAPACITY", "ZONE", "NODE", "READY", "AGE"]
 NODECLAIM_WIDE_COLUMNS = [*NODECLAIM_COLUMNS, "IMAGEID", "ID", "NODEPOOL", "NODECLASS", "DRIFTED"]
+NODEPOOL_COLUMNS = ["NAME", "NODECLASS", "NODES", "READY", "AGE"]
+NODEPOOL_WIDE_COLUMNS = [
+    "NAME",
+    "NODECLASS",
+    "NODES",
+    "REPLICAS",
+    "READY",
+    "AGE",
+    "WEIGHT",
+    "CPU",
+    "MEMORY",
+    "GPU",
+]
+NODECLASS_COLUMNS = ["NAME", "IMAGEFAMILY", "IMAGE", "READY", "AGE"]
 
 Obj = dict[str, Any]
 
@@ -83,7 +97,12 @@ class Objects:
 
     @staticmethod
     def _resource(obj: Obj) -> str:
-        return {"Machine": "machines.karpenter.sh", "NodeClaim": "nodeclaims.karpenter.sh"}[obj["kind"]]
+        return {
+            "Machine": "machines.karpenter.sh",
+            "NodeClaim": "nodeclaims.karpenter.sh",
+            "NodePool": "nodepools.karpenter.sh",
+            "KaitoNodeClass": "kaitonodeclasses.kaito.sh",
+        }[obj["kind"]]
 
 
 @pytest.fixture
@@ -127,12 +146,24 @@ def headers(text: str) -> list[str]:
 # --- installation -------------------------------------------------------------------------------------
 
 
+STATUS_ONLY: Obj = {"status": {}}
+STATUS_AND_SCALE: Obj = {
+    "status": {},
+    "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.nodes"},
+}
+
+
 @pytest.mark.parametrize(
-    ("crd", "kind", "version"),
-    [("machines.karpenter.sh", "Machine", "v1alpha5"), ("nodeclaims.karpenter.sh", "NodeClaim", "v1")],
+    ("crd", "kind", "version", "subresources"),
+    [
+        ("machines.karpenter.sh", "Machine", "v1alpha5", STATUS_ONLY),
+        ("nodeclaims.karpenter.sh", "NodeClaim", "v1", STATUS_ONLY),
+        ("nodepools.karpenter.sh", "NodePool", "v1", STATUS_AND_SCALE),
+        ("kaitonodeclasses.kaito.sh", "KaitoNodeClass", "v1alpha1", STATUS_ONLY),
+    ],
 )
 def test_crd_is_established_cluster_scoped_with_status_subresource(
-    cluster: KubeCluster, crd: str, kind: str, version: str
+    cluster: KubeCluster, crd: str, kind: str, version: str, subresources: Obj
 ) -> None:
     obj = json.loads(cluster.kubectl("get", "crd", crd, "-o", "json").stdout)
     conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
@@ -144,7 +175,7 @@ def test_crd_is_established_cluster_scoped_with_status_subresource(
     assert obj["status"]["acceptedNames"]["kind"] == kind
     [served] = obj["spec"]["versions"]
     assert (served["name"], served["served"], served["storage"]) == (version, True, True)
-    assert served["subresources"] == {"status": {}}
+    assert served["subresources"] == subresources
 
 
 # --- what Kaito sends is stored as sent -------------------------------------------------------------------
@@ -692,3 +723,362 @@ def test_kaito_node_class_resolves_kaitos_node_class_ref(cluster: KubeCluster) -
     got = json.loads(cluster.kubectl("get", "kaitonodeclass", "default", "-o", "json").stdout)
     assert got["kind"] == "KaitoNodeClass"
     assert "default" in cluster.kubectl("get", "knc").stdout
+
+
+# --- NodePool (Kaito's karpenter mode) --------------------------------------------------------------------
+
+
+def kaito_nodepool(name: str = "default-phi-4", replicas: int = 2) -> Obj:
+    """The NodePool Kaito v0.12 generates for workspace phi-4 in namespace default (2 nodes)."""
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "karpenter.kaito.sh/managed-by": "kaito",
+                "karpenter.kaito.sh/workspace-name": "phi-4",
+                "karpenter.kaito.sh/workspace-namespace": "default",
+            },
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {
+                "metadata": {
+                    "labels": {
+                        "karpenter.kaito.sh/workspace-name": "phi-4",
+                        "karpenter.kaito.sh/workspace-namespace": "default",
+                        "apps": "phi-4",
+                    }
+                },
+                "spec": {
+                    "nodeClassRef": {
+                        "group": "kaito.sh",
+                        "kind": "KaitoNodeClass",
+                        "name": "image-family-ubuntu",
+                    },
+                    "requirements": [
+                        {
+                            "key": "node.kubernetes.io/instance-type",
+                            "operator": "In",
+                            "values": ["Standard_NC24ads_A100_v4"],
+                        }
+                    ],
+                    "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+                },
+            },
+            "disruption": {"consolidateAfter": "0s", "budgets": [{"nodes": "1", "reasons": ["Drifted"]}]},
+        },
+    }
+
+
+def random_pool_name() -> str:
+    return f"pool-{random_claim_name()}"
+
+
+def test_kaito_nodepool_is_stored_as_sent_with_karpenters_defaults(objects: Objects) -> None:
+    sent = kaito_nodepool(random_pool_name())
+    stored = objects.create(sent)
+    expected = json.loads(json.dumps(sent["spec"]))
+    expected["template"]["spec"]["expireAfter"] = "720h"
+    expected["disruption"]["consolidationPolicy"] = "WhenEmptyOrUnderutilized"
+    assert stored["spec"] == expected
+    assert stored["metadata"]["labels"] == sent["metadata"]["labels"]
+
+
+def test_dynamic_nodepool_gets_karpenters_disruption_defaults(objects: Objects) -> None:
+    pool = kaito_nodepool(random_pool_name())
+    del pool["spec"]["replicas"], pool["spec"]["disruption"]
+    pool["spec"]["limits"] = {"cpu": "1000", "nvidia.com/gpu": 8}
+    pool["spec"]["weight"] = 50
+    stored = objects.create(pool)
+    assert stored["spec"]["disruption"] == {
+        "consolidateAfter": "0s",
+        "consolidationPolicy": "WhenEmptyOrUnderutilized",
+        "budgets": [{"nodes": "10%"}],
+    }
+    assert stored["spec"]["limits"] == {"cpu": "1000", "nvidia.com/gpu": 8}
+
+
+def test_nodepool_budget_with_a_schedule_and_a_duration_is_accepted(objects: Objects) -> None:
+    pool = kaito_nodepool(random_pool_name())
+    pool["spec"]["disruption"]["budgets"] = [
+        {"nodes": "0", "schedule": "0 9 * * mon-fri", "duration": "8h"},
+        {"nodes": "100%", "reasons": ["Empty", "Underutilized"], "schedule": "@daily", "duration": "1h30m"},
+        {"nodes": "20%"},
+    ]
+    assert objects.create(pool)["spec"]["disruption"]["budgets"] == pool["spec"]["disruption"]["budgets"]
+
+
+def _budget(pool: Obj, **budget: Any) -> None:
+    pool["spec"]["disruption"]["budgets"] = [budget]
+
+
+NODEPOOL_REJECTIONS: dict[str, tuple[Callable[[Obj], None], list[str]]] = {
+    "budget with a schedule but no duration": (
+        lambda p: _budget(p, nodes="1", schedule="@daily"),
+        ["spec.disruption.budgets[0]", "'schedule' must be set with 'duration'"],
+    ),
+    "budget with a duration but no schedule": (
+        lambda p: _budget(p, nodes="1", duration="1h"),
+        ["'schedule' must be set with 'duration'"],
+    ),
+    "budget of more than 100%": (
+        lambda p: _budget(p, nodes="150%"),
+        ["spec.disruption.budgets[0].nodes", "should match"],
+    ),
+    "budget with a schedule of four fields": (
+        lambda p: _budget(p, nodes="1", schedule="0 9 * *", duration="1h"),
+        ["spec.disruption.budgets[0].schedule", "should match"],
+    ),
+    "budget duration in seconds": (
+        lambda p: _budget(p, nodes="1", schedule="@hourly", duration="30s"),
+        ["spec.disruption.budgets[0].duration", "should match"],
+    ),
+    "budget reason that does not exist": (
+        lambda p: _budget(p, nodes="1", reasons=["Expired"]),
+        ["spec.disruption.budgets[0].reasons[0]", 'Unsupported value: "Expired"'],
+    ),
+    "unknown consolidation policy": (
+        lambda p: p["spec"]["disruption"].update(consolidationPolicy="Balanced"),
+        ["spec.disruption.consolidationPolicy", 'Unsupported value: "Balanced"'],
+    ),
+    "negative replicas": (
+        lambda p: p["spec"].update(replicas=-1),
+        ["spec.replicas", "should be greater than or equal to 0"],
+    ),
+    "weight above 100": (
+        lambda p: p["spec"].update(weight=101),
+        ["spec.weight", "should be less than or equal to 100"],
+    ),
+    "limit that is not a quantity": (
+        lambda p: p["spec"].update(limits={"cpu": "lots"}),
+        ["spec.limits.cpu", "should match"],
+    ),
+    "template without nodeClassRef": (
+        lambda p: p["spec"]["template"]["spec"].pop("nodeClassRef"),
+        ["spec.template.spec.nodeClassRef", "Required value"],
+    ),
+    "nodeClassRef with empty name": (
+        lambda p: p["spec"]["template"]["spec"]["nodeClassRef"].update(name=""),
+        ["spec.template.spec.nodeClassRef.name"],
+    ),
+    "In without values": (
+        lambda p: p["spec"]["template"]["spec"]["requirements"].append(
+            {"key": "example.com/a", "operator": "In"}
+        ),
+        ["requirements with operator 'In' must have a value defined"],
+    ),
+    "taint with an unknown effect": (
+        lambda p: p["spec"]["template"]["spec"]["taints"][0].update(effect="NoWhere"),
+        ["spec.template.spec.taints[0].effect", 'Unsupported value: "NoWhere"'],
+    ),
+    "template label karpenter.sh/nodepool": (
+        lambda p: p["spec"]["template"]["metadata"]["labels"].update({"karpenter.sh/nodepool": "x"}),
+        ['label "karpenter.sh/nodepool" is restricted'],
+    ),
+    "expireAfter in days": (
+        lambda p: p["spec"]["template"]["spec"].update(expireAfter="30d"),
+        ["spec.template.spec.expireAfter", "should match"],
+    ),
+    "template missing": (
+        lambda p: p["spec"].pop("template"),
+        ["spec.template", "Required value"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NODEPOOL_REJECTIONS))
+def test_invalid_nodepool_is_rejected_with_the_reason(objects: Objects, case: str) -> None:
+    mutate, expected = NODEPOOL_REJECTIONS[case]
+    pool = kaito_nodepool(random_pool_name())
+    mutate(pool)
+    error = objects.reject(pool)
+    assert "is invalid" in error, error
+    for text in expected:
+        assert text in error, f"{case}: {text!r} not in {error!r}"
+
+
+def test_kubectl_scale_sets_the_replicas_of_a_static_nodepool(cluster: KubeCluster, objects: Objects) -> None:
+    name = objects.create(kaito_nodepool(random_pool_name()))["metadata"]["name"]
+    cluster.kubectl("scale", "nodepool", name, "--replicas=3")
+    assert objects.get("nodepools.karpenter.sh", name)["spec"]["replicas"] == 3
+    scale = json.loads(
+        cluster.kubectl("get", "--raw", f"/apis/karpenter.sh/v1/nodepools/{name}/scale").stdout
+    )
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
+
+
+def test_nodepool_cannot_switch_between_static_and_dynamic(cluster: KubeCluster, objects: Objects) -> None:
+    static = objects.create(kaito_nodepool(random_pool_name()))["metadata"]["name"]
+    remove = cluster.kubectl(
+        "patch",
+        "nodepool",
+        static,
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/spec/replicas"}]',
+        check=False,
+    )
+    assert remove.returncode != 0
+    assert "replicas cannot be added to or removed from an existing NodePool" in remove.stderr, remove.stderr
+    assert objects.get("nodepools.karpenter.sh", static)["spec"]["replicas"] == 2
+
+    pool = kaito_nodepool(random_pool_name())
+    del pool["spec"]["replicas"]
+    dynamic = objects.create(pool)["metadata"]["name"]
+    add = cluster.kubectl(
+        "patch", "nodepool", dynamic, "--type=merge", "-p", '{"spec":{"replicas":1}}', check=False
+    )
+    assert add.returncode != 0
+    assert "replicas cannot be added to or removed from an existing NodePool" in add.stderr, add.stderr
+
+
+def test_nodepool_status_and_columns(
+    cluster: KubeCluster, objects: Objects, custom_api: CustomObjectsApi
+) -> None:
+    name = objects.create(kaito_nodepool(random_pool_name()))["metadata"]["name"]
+    plain = cluster.kubectl("get", "nodepools", name).stdout
+    assert headers(plain) == NODEPOOL_COLUMNS
+    [row] = table(plain)
+    assert row["NODECLASS"] == "image-family-ubuntu"
+    assert row["NODES"] in ("", "<none>")
+
+    status = {
+        "nodes": 2,
+        "resources": {"cpu": "48", "memory": "440Gi", "nvidia.com/gpu": "2", "nodes": "2"},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Ready",
+                "message": "",
+                "lastTransitionTime": now(),
+                "observedGeneration": 1,
+            },
+            {
+                "type": "NodeClassReady",
+                "status": "True",
+                "reason": "NodeClassReady",
+                "message": "",
+                "lastTransitionTime": now(),
+            },
+        ],
+    }
+    custom_api.patch_cluster_custom_object_status(GROUP, "v1", "nodepools", name, {"status": status})
+    assert objects.get("nodepools.karpenter.sh", name)["status"] == status
+
+    wide = cluster.kubectl("get", "nodepools", name, "-o", "wide").stdout
+    assert headers(wide) == NODEPOOL_WIDE_COLUMNS
+    [row] = table(wide)
+    assert (row["NODES"], row["REPLICAS"], row["READY"]) == ("2", "2", "True")
+    assert (row["CPU"], row["MEMORY"], row["GPU"]) == ("48", "440Gi", "2")
+    names = set(cluster.kubectl("get", "karpenter", "-o", "name").stdout.split())
+    assert f"nodepool.karpenter.sh/{name}" in names
+
+
+def test_nodepool_condition_without_a_reason_is_refused(
+    objects: Objects, custom_api: CustomObjectsApi
+) -> None:
+    name = objects.create(kaito_nodepool(random_pool_name()))["metadata"]["name"]
+    condition = {"type": "Ready", "status": "True", "reason": "", "message": "", "lastTransitionTime": now()}
+    with pytest.raises(ApiException) as raised:
+        custom_api.patch_cluster_custom_object_status(
+            GROUP, "v1", "nodepools", name, {"status": {"conditions": [condition]}}
+        )
+    assert raised.value.status == 422
+    assert "status.conditions[0].reason" in (raised.value.body or "")
+
+
+# --- KaitoNodeClass ------------------------------------------------------------------------------------
+
+
+def kaito_node_class(name: str, spec: Obj | None, default: bool = False) -> Obj:
+    """A KaitoNodeClass as Kaito v0.12 creates it at start-up."""
+    labels = {"karpenter.kaito.sh/managed-by": "kaito"}
+    if default:
+        labels["karpenter.kaito.sh/default"] = "true"
+    body: Obj = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "KaitoNodeClass",
+        "metadata": {"name": name, "labels": labels},
+    }
+    if spec is not None:
+        body["spec"] = spec
+    return body
+
+
+def test_kaitos_start_up_node_classes_are_stored_unchanged(objects: Objects) -> None:
+    suffix = random_claim_name()
+    for name, spec, default in (
+        ("image-family-ubuntu", {"imageFamily": "Ubuntu2204", "osDiskSizeGB": 300}, True),
+        ("image-family-azure-linux", {"imageFamily": "AzureLinux", "osDiskSizeGB": 300}, False),
+    ):
+        sent = kaito_node_class(f"{name}-{suffix}", spec, default)
+        stored = objects.create(sent)
+        assert stored["spec"] == spec
+        assert stored["metadata"]["labels"] == sent["metadata"]["labels"]
+
+
+def test_node_class_without_spec_gets_an_empty_one(objects: Objects) -> None:
+    body = kaito_node_class(f"nospec-{random_claim_name()}", None)
+    assert objects.create(body)["spec"] == {}
+
+
+def test_node_class_accepts_every_setting(objects: Objects) -> None:
+    spec = {
+        "imageFamily": "AzureLinux3",
+        "osDiskSizeGB": 2048,
+        "osDiskType": "Ephemeral",
+        "maxPods": 250,
+        "gpuDriver": "None",
+    }
+    assert objects.create(kaito_node_class(f"all-{random_claim_name()}", spec))["spec"] == spec
+
+
+NODECLASS_REJECTIONS: dict[str, tuple[Obj, list[str]]] = {
+    "unknown image family": (
+        {"imageFamily": "Windows2022"},
+        ["spec.imageFamily", 'Unsupported value: "Windows2022"'],
+    ),
+    "OS disk below 30 GiB": ({"osDiskSizeGB": 29}, ["spec.osDiskSizeGB", "greater than or equal to 30"]),
+    "OS disk above 2048 GiB": ({"osDiskSizeGB": 4096}, ["spec.osDiskSizeGB", "less than or equal to 2048"]),
+    "OS disk size as a quantity": (
+        {"osDiskSizeGB": "300Gi"},
+        ["spec.osDiskSizeGB", "must be of type integer"],
+    ),
+    "unknown OS disk type": ({"osDiskType": "Premium"}, ["spec.osDiskType", 'Unsupported value: "Premium"']),
+    "maxPods below 10": ({"maxPods": 5}, ["spec.maxPods", "greater than or equal to 10"]),
+    "unknown GPU driver setting": ({"gpuDriver": "Skip"}, ["spec.gpuDriver", 'Unsupported value: "Skip"']),
+}
+
+
+@pytest.mark.parametrize("case", list(NODECLASS_REJECTIONS))
+def test_invalid_node_class_is_rejected_with_the_reason(objects: Objects, case: str) -> None:
+    spec, expected = NODECLASS_REJECTIONS[case]
+    error = objects.reject(kaito_node_class(f"bad-{random_claim_name()}", spec))
+    assert "is invalid" in error, error
+    for text in expected:
+        assert text in error, f"{case}: {text!r} not in {error!r}"
+
+
+def test_node_class_status_and_columns(
+    cluster: KubeCluster, objects: Objects, custom_api: CustomObjectsApi
+) -> None:
+    name = f"ubuntu-{random_claim_name()}"
+    objects.create(kaito_node_class(name, {"imageFamily": "Ubuntu2204", "osDiskSizeGB": 300}))
+    status = {
+        "observedGeneration": 1,
+        "resolvedImage": {"family": "Ubuntu2204", "name": "Ubuntu2204", "version": ""},
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": now()}
+        ],
+    }
+    custom_api.patch_cluster_custom_object_status(
+        "kaito.sh", "v1alpha1", "kaitonodeclasses", name, {"status": status}
+    )
+    assert objects.get("kaitonodeclasses.kaito.sh", name)["status"] == status
+    out = cluster.kubectl("get", "kaitonodeclasses", name).stdout
+    assert headers(out) == NODECLASS_COLUMNS
+    [row] = table(out)
+    assert (row["IMAGEFAMILY"], row["IMAGE"], row["READY"]) == ("Ubuntu2204", "Ubuntu2204", "True")

@@ -318,6 +318,7 @@ def test_helm_lint_passes(helm: Helm, values: str) -> None:
             "pattern",
         ),
         (["--set", "serviceMonitor.enable=true"], "/serviceMonitor", "enable"),
+        (["--set", "nodePools.installCRD=maybe"], "/nodePools/installCRD", "must be one of"),
     ],
     ids=[
         "replicas-string",
@@ -327,6 +328,7 @@ def test_helm_lint_passes(helm: Helm, values: str) -> None:
         "env-value-number",
         "subscription",
         "typo",
+        "nodepool-crd-mode",
     ],
 )
 def test_values_schema_rejects_wrong_values(helm: Helm, set_args: list[str], path: str, problem: str) -> None:
@@ -543,6 +545,47 @@ def test_no_wildcards_in_rbac(helm: Helm) -> None:
                 assert "nonResourceURLs" not in rule
 
 
+# ------------------------------------------------------------------------------------ NodePool CRD
+
+NODEPOOL_CRD = "nodepools.karpenter.sh"
+
+
+def _nodepool_crds(docs: Sequence[Obj]) -> list[Obj]:
+    return find(docs, "CustomResourceDefinition", NODEPOOL_CRD)
+
+
+def test_nodepool_crd_is_rendered_by_default_as_in_crds(helm: Helm) -> None:
+    """Without a cluster to look in (helm template), auto renders it: the CRD of crds/, labelled as
+    the release's and kept on uninstall."""
+    (crd,) = _nodepool_crds(helm.template())
+    shipped = yaml.safe_load((REPO / "crds" / "karpenter.sh_nodepools.yaml").read_text())
+    assert crd["spec"] == shipped["spec"]
+    assert crd["metadata"]["name"] == shipped["metadata"]["name"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert "namespace" not in crd["metadata"]
+    # The chart's crds/ do not carry it: Helm would install it unconditionally from there.
+    assert not (CHART / "crds" / "karpenter.sh_nodepools.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("set_args", "rendered"),
+    [
+        (["--set", "nodePools.installCRD=auto"], True),
+        (["--set", "nodePools.installCRD=true"], True),
+        (["--set", "nodePools.installCRD=false"], False),
+        # The API versions of a cluster that serves NodePools (as a client-side dry run sees them).
+        (["--api-versions", "karpenter.sh/v1/NodePool"], False),
+        (["--api-versions", "karpenter.sh/v1/NodePool", "--set", "nodePools.installCRD=true"], True),
+    ],
+    ids=["auto", "true", "false", "auto-nodepools-served", "true-nodepools-served"],
+)
+def test_nodepool_crd_follows_install_crd(helm: Helm, set_args: list[str], rendered: bool) -> None:
+    docs = helm.template("", *set_args)
+    assert len(_nodepool_crds(docs)) == (1 if rendered else 0)
+    assert one(docs, "Deployment")  # the rest of the chart renders either way
+
+
 # ---------------------------------------------------------------------------- against the API server
 
 
@@ -566,7 +609,16 @@ def test_rendered_manifests_pass_server_side_dry_run(
 ) -> None:
     docs = helm.template(values, namespace=namespace)
     # The ServiceMonitor CRD (Prometheus Operator) is not installed here; its content is checked above.
-    to_apply = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    # The NodePool CRD exists already (the cluster has crds/ applied server-side, without kubectl's
+    # last-applied annotation, which a client-side apply would warn about): it is applied server-side.
+    crds = find(docs, "CustomResourceDefinition")
+    assert [d["metadata"]["name"] for d in crds] == ["nodepools.karpenter.sh"]
+    proc = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--field-manager=helm", "-f", "-",
+        input=yaml.safe_dump_all(crds), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    to_apply = [d for d in docs if d["kind"] not in ("ServiceMonitor", "CustomResourceDefinition")]
     assert {d["kind"] for d in to_apply} >= {"Deployment", "ServiceAccount", "ClusterRole", "Service"}
     proc = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(to_apply), check=False
@@ -591,8 +643,14 @@ def test_pod_security_warning_is_detected(helm: Helm, cluster: Cluster, namespac
 ALLOWED = [
     *[(verb, "machines.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
     *[(verb, "nodeclaims.karpenter.sh") for verb in ("get", "list", "watch", "patch", "delete")],
+    ("create", "nodeclaims.karpenter.sh"),  # the NodePool controller, from a static NodePool's template
     ("patch", "machines.karpenter.sh", "--subresource=status"),
     ("patch", "nodeclaims.karpenter.sh", "--subresource=status"),
+    *[(verb, "nodepools.karpenter.sh") for verb in ("get", "list", "watch", "patch")],
+    ("patch", "nodepools.karpenter.sh", "--subresource=status"),
+    ("list", "kaitonodeclasses.kaito.sh"),
+    ("watch", "kaitonodeclasses.kaito.sh"),
+    ("patch", "kaitonodeclasses.kaito.sh", "--subresource=status"),
     *[(verb, "nodes") for verb in ("list", "watch", "patch", "delete")],
     ("list", "pods", "--all-namespaces"),
     ("create", "pods", "--subresource=eviction", "--all-namespaces"),
@@ -615,12 +673,26 @@ DENIED = [
     ("*", "*"),
     ("*", "*", "--all-namespaces"),
     ("create", "machines.karpenter.sh"),
-    ("create", "nodeclaims.karpenter.sh"),
     ("update", "machines.karpenter.sh"),
     ("update", "nodeclaims.karpenter.sh"),
     ("deletecollection", "nodeclaims.karpenter.sh"),
     ("update", "nodeclaims.karpenter.sh", "--subresource=status"),
     ("delete", "nodeclaims.karpenter.sh", "--subresource=status"),
+    ("create", "nodepools.karpenter.sh"),
+    ("update", "nodepools.karpenter.sh"),
+    ("delete", "nodepools.karpenter.sh"),
+    ("deletecollection", "nodepools.karpenter.sh"),
+    ("update", "nodepools.karpenter.sh", "--subresource=status"),
+    ("patch", "nodepools.karpenter.sh", "--subresource=scale"),
+    ("update", "nodepools.karpenter.sh", "--subresource=scale"),
+    ("get", "kaitonodeclasses.kaito.sh/default"),
+    ("create", "kaitonodeclasses.kaito.sh"),
+    ("update", "kaitonodeclasses.kaito.sh"),
+    ("patch", "kaitonodeclasses.kaito.sh"),
+    ("delete", "kaitonodeclasses.kaito.sh"),
+    ("update", "kaitonodeclasses.kaito.sh", "--subresource=status"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io/nodepools.karpenter.sh"),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io/nodepools.karpenter.sh"),
     ("create", "nodes"),
     ("update", "nodes"),
     ("get", "nodes"),
@@ -984,3 +1056,86 @@ def test_helm_install_with_kaitos_guide_values(helm: Helm, cluster: Cluster) -> 
             check=False,
         )
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _install(helm: Helm, cluster: Cluster, release: str, namespace: str, *args: str) -> str:
+    """`helm install` against the cluster (``--dry-run=server`` among ``args`` to only render, with
+    lookups answered by the API server); returns helm's output."""
+    return helm.run(
+        "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
+        *helm.values_args("", cluster_values=True), "--kubeconfig", str(cluster.kubeconfig), *args,
+    ).stdout  # fmt: skip
+
+
+def _crd_state(cluster: Cluster) -> Obj:
+    crd = json.loads(cluster.kubectl("get", "crd", NODEPOOL_CRD, "-o", "json").stdout)
+    return {"metadata": crd["metadata"], "spec": crd["spec"]}
+
+
+def test_existing_nodepool_crd_is_left_alone(helm: Helm, cluster: Cluster) -> None:
+    """A cluster with Karpenter or AKS node auto-provisioning already has a NodePool CRD. The test
+    cluster's (crds/ applied with kubectl, no Helm ownership) stands in for one: the chart installs
+    and uninstalls without touching it, and says so."""
+    before = _crd_state(cluster)
+    assert "meta.helm.sh/release-name" not in before["metadata"].get("annotations", {})
+    namespace = f"np-{uuid.uuid4().hex[:6]}"
+    release = f"np-{uuid.uuid4().hex[:6]}"
+
+    dry = _install(helm, cluster, release, namespace, "--dry-run=server")
+    manifest = [doc for doc in yaml.safe_load_all(dry.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]) if doc]
+    assert manifest and not _nodepool_crds(manifest), "the chart would take over the existing NodePool CRD"
+    assert "NodePool CRD: found an existing nodepools.karpenter.sh" in dry, dry
+    assert "acts only on NodePools whose nodeClassRef is a KaitoNodeClass" in dry, dry
+    # A client-side dry run cannot look the CRD up, but sees the NodePool API served: the same.
+    client = _install(helm, cluster, release, namespace, "--dry-run=client")
+    assert "NodePool CRD: the cluster serves NodePools already" in client, client
+
+    try:
+        out = _install(helm, cluster, release, namespace)
+        assert "found an existing nodepools.karpenter.sh" in out, out
+        installed = helm.run(
+            "get", "manifest", release, "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig)
+        ).stdout
+        assert NODEPOOL_CRD not in installed
+        assert _crd_state(cluster) == before
+    finally:
+        helm.run(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            check=False,
+        )
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    assert _crd_state(cluster) == before
+
+    # installCRD=true insists, and Helm refuses to adopt a CRD it does not own: nothing is installed.
+    proc = helm.run(
+        "install", release, str(CHART), "--namespace", namespace, "--dry-run=server",
+        *helm.values_args("", cluster_values=True), "--set", "nodePools.installCRD=true",
+        "--kubeconfig", str(cluster.kubeconfig), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "invalid ownership metadata" in proc.stderr, proc.stderr
+    assert _crd_state(cluster) == before
+
+
+def test_nodepool_crd_of_this_release_stays_managed(helm: Helm, cluster: Cluster) -> None:
+    """Once a release installed the CRD (Helm labels and annotates it as that release's), auto keeps
+    rendering it for that release, so upgrades update it; for any other release it is someone else's.
+    The test cluster's CRD is marked so for a moment, and only server-side dry runs look at it."""
+    release, namespace = f"np-{uuid.uuid4().hex[:6]}", f"np-{uuid.uuid4().hex[:6]}"
+    ownership = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace}
+    cluster.kubectl("annotate", "crd", NODEPOOL_CRD, *[f"{k}={v}" for k, v in ownership.items()])
+    cluster.kubectl("label", "crd", NODEPOOL_CRD, "app.kubernetes.io/managed-by=Helm")
+    try:
+        ours = _install(helm, cluster, release, namespace, "--dry-run=server")
+        assert "NodePool CRD: installed by this release" in ours, ours
+        manifest = yaml.safe_load_all(ours.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0])
+        assert len(_nodepool_crds([doc for doc in manifest if doc])) == 1
+        other = _install(helm, cluster, "other-" + release, namespace, "--dry-run=server")
+        assert "NodePool CRD: found an existing" in other, other
+    finally:
+        cluster.kubectl("annotate", "crd", NODEPOOL_CRD, *[f"{k}-" for k in ownership], check=False)
+        cluster.kubectl("label", "crd", NODEPOOL_CRD, "app.kubernetes.io/managed-by-", check=False)

@@ -246,7 +246,7 @@ Whether the chart renders the NodePool CRD (non-empty = yes). nodePools.installC
 false: never; auto: when the cluster has no nodepools.karpenter.sh, or has the one this release
 installed (so upgrades keep managing it). A CRD installed by anything else (Karpenter, AKS node
 auto-provisioning, kubectl) is left alone: Helm could not adopt it, and it serves our NodePools as
-well. `helm template` and client-side dry runs see no cluster: there auto renders it.
+well. `helm template` sees no cluster: there auto renders it (unless --api-versions names a NodePool).
 */}}
 {{- define "gpu-provisioner.installNodePoolCRD" -}}
 {{- $mode := toString .Values.nodePools.installCRD }}
@@ -258,15 +258,21 @@ well. `helm template` and client-side dry runs see no cluster: there auto render
 {{- end }}
 
 {{/*
-The NodePool CRD in the cluster: "none", "ours" (annotated as this release's by Helm) or "foreign".
+The NodePool CRD in the cluster: "none", "ours" (labelled and annotated by Helm as this release's,
+as Helm requires to manage it), "foreign", or "served" (NodePools are served but the CRD could not
+be looked up: lookup answers only in real installs and upgrades and server-side dry runs, while a
+client-side dry run still has the cluster's API versions and still refuses to render over a CRD
+Helm does not own; "served" is treated as foreign).
 */}}
 {{- define "gpu-provisioner.existingNodePoolCRD" -}}
 {{- $crd := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "nodepools.karpenter.sh" }}
-{{- if not $crd }}none
-{{- else }}
+{{- if $crd }}
 {{- $annotations := dig "metadata" "annotations" dict $crd }}
-{{- if and (eq (get $annotations "meta.helm.sh/release-name") .Release.Name) (eq (get $annotations "meta.helm.sh/release-namespace") .Release.Namespace) }}ours
+{{- $managedBy := dig "metadata" "labels" "app.kubernetes.io/managed-by" "" $crd }}
+{{- if and (eq $managedBy "Helm") (eq (get $annotations "meta.helm.sh/release-name") .Release.Name) (eq (get $annotations "meta.helm.sh/release-namespace") .Release.Namespace) }}ours
 {{- else }}foreign
 {{- end }}
+{{- else if or (.Capabilities.APIVersions.Has "karpenter.sh/v1/NodePool") (.Capabilities.APIVersions.Has "karpenter.sh/v1beta1/NodePool") }}served
+{{- else }}none
 {{- end }}
 {{- end }}
