@@ -10,6 +10,7 @@ the API server drops it, so it is left out here.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -136,5 +137,106 @@ def kaito_nodeclaim(
                 _in(LABEL_SKU_NAME, instance_type),
             ],
             "resources": {"requests": {"storage": storage}},
+        },
+    }
+
+
+# -- Kaito v0.12's ``karpenter`` node provisioner (pkg/nodeprovision/karpenter) -------------------
+
+KARPENTER_MANAGED_BY = "karpenter.kaito.sh/managed-by"
+KARPENTER_DEFAULT_NODE_CLASS = "karpenter.kaito.sh/default"
+KARPENTER_WORKSPACE_NAME = "karpenter.kaito.sh/workspace-name"
+KARPENTER_WORKSPACE_NAMESPACE = "karpenter.kaito.sh/workspace-namespace"
+KARPENTER_INFERENCESET = "karpenter.kaito.sh/inferenceset"
+KARPENTER_INFERENCESET_NAMESPACE = "karpenter.kaito.sh/inferenceset-namespace"
+
+#: The ``nodeClasses`` list of Kaito v0.12's chart values (``karpenterProviders.azure``).
+KAITO_CHART_NODE_CLASSES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "image-family-ubuntu",
+        "default": True,
+        "spec": {"imageFamily": "Ubuntu2204", "osDiskSizeGB": 300},
+    },
+    {"name": "image-family-azure-linux", "spec": {"imageFamily": "AzureLinux", "osDiskSizeGB": 300}},
+)
+
+
+def kaito_node_class(
+    entry: dict[str, Any],
+    *,
+    group: str = KAITO_NODECLASS_GROUP,
+    kind: str = KAITO_NODECLASS_KIND,
+    version: str = "v1alpha1",
+) -> dict[str, Any]:
+    """A node class as Kaito creates it at start-up from one ``nodeClasses`` entry."""
+    labels = {KARPENTER_MANAGED_BY: "kaito"}
+    if entry.get("default"):
+        labels[KARPENTER_DEFAULT_NODE_CLASS] = "true"
+    body: dict[str, Any] = {
+        "apiVersion": f"{group}/{version}",
+        "kind": kind,
+        "metadata": {"name": entry["name"], "labels": labels},
+    }
+    if entry.get("spec") is not None:
+        body["spec"] = dict(entry["spec"])
+    return body
+
+
+def nodepool_name(workspace_namespace: str, workspace: str) -> str:
+    """Kaito's NodePool name for a workspace (``<namespace>-<name>``; longer ones are cut and hashed)."""
+    full = f"{workspace_namespace}-{workspace}"
+    if len(full) <= 63:
+        return full
+    return full[: 63 - 10] + "-" + hashlib.sha256(full.encode()).hexdigest()[:9]
+
+
+def kaito_nodepool(
+    workspace: str,
+    *,
+    namespace: str = DEFAULT_WORKSPACE_NAMESPACE,
+    instance_type: str = DEFAULT_INSTANCE_TYPE,
+    replicas: int = 1,
+    node_class: str = "image-family-ubuntu",
+    group: str = KAITO_NODECLASS_GROUP,
+    kind: str = KAITO_NODECLASS_KIND,
+    match_labels: dict[str, str] | None = None,
+    inference_set: str | None = None,
+) -> dict[str, Any]:
+    """The NodePool Kaito v0.12 generates for a workspace (``generateNodePool``): static
+    (``replicas``), the workspace labels and matchLabels on the template, the instance-type
+    requirement, the ``sku=gpu:NoSchedule`` taint, and a Drifted budget of "1" ("0" for a
+    workspace an InferenceSet made)."""
+    template_labels = {KARPENTER_WORKSPACE_NAME: workspace, KARPENTER_WORKSPACE_NAMESPACE: namespace}
+    template_labels.update(match_labels or {})
+    labels = {
+        KARPENTER_MANAGED_BY: "kaito",
+        KARPENTER_WORKSPACE_NAME: workspace,
+        KARPENTER_WORKSPACE_NAMESPACE: namespace,
+    }
+    if inference_set:
+        for target in (template_labels, labels):
+            target[KARPENTER_INFERENCESET] = inference_set
+            target[KARPENTER_INFERENCESET_NAMESPACE] = namespace
+    requirements = [_in(LABEL_INSTANCE_TYPE, instance_type)]
+    if group == "karpenter.azure.com":
+        requirements.append(_in("karpenter.azure.com/placement-scope", "regional"))
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": nodepool_name(namespace, workspace), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "template": {
+                "metadata": {"labels": template_labels},
+                "spec": {
+                    "nodeClassRef": {"group": group, "kind": kind, "name": node_class},
+                    "requirements": requirements,
+                    "taints": [_gpu_taint()],
+                },
+            },
+            "disruption": {
+                "consolidateAfter": "0s",
+                "budgets": [{"nodes": "0" if inference_set else "1", "reasons": ["Drifted"]}],
+            },
         },
     }

@@ -140,7 +140,7 @@ class Controller:
         self.claim_termination = ClaimTermination(ctx, self.applier, drainer, self._terminated)
         self.node_termination = NodeTermination(ctx, self.applier, drainer)
         self.claims = ClaimReconciler(ctx, self.applier, self.launcher, self.claim_termination)
-        self.nodepools = NodePoolReconciler(ctx, self.applier)
+        self.nodepools = NodePoolReconciler(ctx, self.applier, lambda claim: self.queue.add(key_of(claim)))
         self.node_classes = NodeClassReconciler(ctx)
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
@@ -194,7 +194,7 @@ class Controller:
             return
         key = dialect.key(name)
         if event_type == "DELETED":
-            self._forget_claim(key)
+            self._forget_claim(key, deleted=True)
             return
         claim = self.store.put_claim(dialect, body)
         if claim is not None:
@@ -269,8 +269,8 @@ class Controller:
         for key in dict.fromkeys(keys):
             self.queue.add(key)
 
-    def _forget_claim(self, key: ClaimKey) -> None:
-        claim = self.store.remove_claim(key)
+    def _forget_claim(self, key: ClaimKey, *, deleted: bool = False) -> None:
+        claim = self.store.remove_claim(key, deleted=deleted)
         if claim is not None:
             self._gone(claim)
 

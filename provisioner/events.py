@@ -86,7 +86,8 @@ class EventRecorder:
 
     async def publish_for(self, target: EventTarget, event: Event) -> None:
         level = logging.WARNING if event.type == EventType.WARNING else logging.INFO
-        fields = {"node": target.name} if target.kind == "Node" else {"claim": target.name}
+        field = "claim" if target.kind in ("Machine", "NodeClaim") else target.kind.lower()
+        fields = {field: target.name}
         logger.log(
             level,
             "%s: %s",

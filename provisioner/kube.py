@@ -107,6 +107,8 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", namespaced=True)
 VOLUME_ATTACHMENTS = Resource("storage.k8s.io", "v1", "volumeattachments")
 PERSISTENT_VOLUMES = Resource("", "v1", "persistentvolumes")
 
+#: How often a GET answered 429 (with its Retry-After) is repeated before the 429 is raised.
+GET_RETRIES_ON_429 = 5
 #: How long a credential refreshed from the kubeconfig (token file, exec plugin) is reused.
 CREDENTIAL_REFRESH_SECONDS = 10.0
 
@@ -228,12 +230,36 @@ class KubeClient:
             data = json.dumps(body)
         if fenced and method != "GET" and self.write_gate is not None:
             self.write_gate("kube")
+        for attempt in range(GET_RETRIES_ON_429 + 1):
+            status, text, retry_after = await self._send(method, path, data, params, headers)
+            # A read the server asks to repeat (a custom resource's storage still initializing,
+            # API priority and fairness): repeated after its Retry-After, as client-go does.
+            if status != 429 or method != "GET" or attempt == GET_RETRIES_ON_429:
+                break
+            await asyncio.sleep(min(retry_after, 5.0))
+        if status >= 400:
+            raise _error_for(status, text)
+        return cast(Body, json.loads(text)) if text else {}
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        data: str | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+    ) -> tuple[int, str, float]:
+        """(status, body text, Retry-After seconds or 1)."""
         try:
             async with self.session.request(
                 method, self._base + path, data=data, params=params, headers=headers, ssl=self._ssl
             ) as resp:
                 text = await resp.text()
-                status = resp.status
+                try:
+                    retry_after = float(resp.headers.get("Retry-After", "1"))
+                except ValueError:
+                    retry_after = 1.0
+                return resp.status, text, max(0.0, retry_after)
         except aiohttp.ClientConnectorError as e:
             why = e.os_error.strerror or str(e.os_error)
             raise ApiError(
@@ -241,9 +267,6 @@ class KubeClient:
             ) from e
         except (TimeoutError, aiohttp.ClientError) as e:
             raise ApiError(0, "Unreachable", f"{method} {path}: {type(e).__name__}: {e}") from e
-        if status >= 400:
-            raise _error_for(status, text)
-        return cast(Body, json.loads(text)) if text else {}
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -106,8 +106,14 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
     # node for a missing one (which would flap Ready claims).
     for node in await kube.list(NODES):
         controller.on_node_event(None, node)
-    # Likewise NodePools and node classes: a restart must count a NodePool's NodeClaims before it
-    # decides whether one is missing.
+    # Likewise claims, NodePools and node classes: a NodePool must count its NodeClaims before it
+    # decides that one is missing (else a restart would create extras).
+    for dialect in DIALECTS.values():
+        try:
+            for body in await kube.list(dialect.resource):
+                controller.on_claim_event(dialect, None, body)
+        except NotFoundError:
+            pass  # the CRD is not installed; kopf watches for it
     if s.nodepools:
         for resource, feed in (
             (KAITO_NODE_CLASSES, controller.on_node_class_event),
@@ -118,6 +124,12 @@ async def _startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> 
                     feed(None, body)
             except NotFoundError:
                 logger.info("%s are not served (CRD not installed); they are watched for", resource.plural)
+            except ApiError as e:
+                # A CRD installed a moment ago answers 429 until its storage is ready: the watch
+                # delivers them instead.
+                logger.warning(
+                    "could not list %s at start-up (%s); the watch will deliver them", resource.plural, e
+                )
     controller.start()
     gc = GarbageCollector(controller, cloud, memo.metrics, s.cloud, s.gc_interval, s.gc_orphan_grace)
     gc.start()

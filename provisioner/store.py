@@ -83,6 +83,8 @@ class Store:
         self._claim_uids: dict[str, ClaimKey] = {}
         self._claims_by_instance = _Index()
         self._claims_by_owner = _Index()
+        #: UIDs of claims the watch reported deleted (bounded; oldest forgotten first).
+        self._deleted_uids: dict[str, None] = {}
         self._nodepools: dict[str, tuple[NodePool, Body]] = {}
         self._node_classes: dict[str, tuple[NodeClass, Body]] = {}
         self._nodes: dict[str, Body] = {}
@@ -100,6 +102,8 @@ class Store:
         old = self._claims.get(key)
         if not newer(body, old.body if old else None):
             return None
+        if str((body.get("metadata") or {}).get("uid") or "") in self._deleted_uids:
+            return None  # a late answer about an object whose deletion the watch already reported
         claim = dialect.parse(body)
         instance = self._instance_of_claim(claim)
         if old is not None and old.claim.uid != claim.uid:
@@ -110,8 +114,14 @@ class Store:
         self._claims_by_owner.move(key, owner_uids(old.body) if old else [], owner_uids(body))
         return claim
 
-    def remove_claim(self, key: ClaimKey) -> Claim | None:
+    def remove_claim(self, key: ClaimKey, *, deleted: bool = False) -> Claim | None:
+        """Forget a claim; ``deleted``: the API server deleted it, so an answer to a request sent
+        before (our last finalizer removal, typically) must not bring it back."""
         entry = self._claims.pop(key, None)
+        if entry is not None and deleted:
+            self._deleted_uids[entry.claim.uid] = None
+            if len(self._deleted_uids) > 10_000:
+                del self._deleted_uids[next(iter(self._deleted_uids))]
         if entry is None:
             return None
         if self._claim_uids.get(entry.claim.uid) == key:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -140,9 +140,12 @@ def resources(claims: Sequence[Claim]) -> dict[str, str]:
 
 
 class NodePoolReconciler:
-    def __init__(self, ctx: Context, applier: Applier) -> None:
+    def __init__(self, ctx: Context, applier: Applier, created: Callable[[Claim], None]) -> None:
+        """``created`` is told of every NodeClaim made (its watch event is an echo of what the
+        store already has, so nothing else would start its reconcile)."""
         self.ctx = ctx
         self.applier = applier
+        self.created = created
 
     def claims_of(self, nodepool: NodePool) -> list[Claim]:
         """The NodeClaims this NodePool made (by ownerReference UID and the nodepool label)."""
@@ -321,14 +324,16 @@ class NodePoolReconciler:
                 created = await ctx.kube.create(NODECLAIMS, body)
             except ConflictError:
                 continue  # the random name is taken: draw another
-            claim = ctx.store.put_claim(NODECLAIM, created)
+            stored = ctx.store.put_claim(NODECLAIM, created)
+            claim = stored if stored is not None else NODECLAIM.parse(created)
+            self.created(claim)
             logger.info(
                 "NodePool %s: created NodeClaim %s%s",
                 nodepool.name,
                 body["metadata"]["name"],
                 f" to replace {replaces}" if replaces else "",
             )
-            return claim if claim is not None else NODECLAIM.parse(created)
+            return claim
         raise ConflictError(409, "AlreadyExists", f"no free NodeClaim name for NodePool {nodepool.name}")
 
     async def _terminate(self, nodepool: NodePool, claims: list[Claim]) -> Outcome:
@@ -344,6 +349,7 @@ class NodePoolReconciler:
                 )
                 await self.applier.delete_claim(claim, "NodePoolDeleted")
         if claims:
+            logger.debug("NodePool %s is deleting; waiting for %d NodeClaims", nodepool.name, len(claims))
             return DONE  # each claim's disappearance brings the NodePool back here
         finalizers = [f for f in nodepool.finalizers if f != NODEPOOL_FINALIZER]
         try:

@@ -577,6 +577,26 @@ def test_one_claim_read_through_two_api_versions_is_one_key() -> None:
     assert [c.name for c in store.claims()] == ["ws1"]
 
 
+def test_a_late_answer_never_brings_a_deleted_claim_back() -> None:
+    """The answer to our last finalizer removal may be read after the watch reported the delete:
+    storing it would leave a claim that no longer exists (and its NodePool waiting for it)."""
+    from provisioner.claims.dialects import NODECLAIM
+    from provisioner.store import Store
+
+    store = Store(lambda c: c.name, lambda n: None)
+    owner = [{"kind": "NodePool", "name": "np", "uid": "np-uid"}]
+    meta = {"name": "np-abcde", "uid": "u1", "resourceVersion": "5", "ownerReferences": owner}
+    assert store.put_claim(NODECLAIM, {"metadata": meta, "spec": {}}) is not None
+    store.remove_claim(NODECLAIM.key("np-abcde"), deleted=True)
+    late = {**meta, "resourceVersion": "7", "deletionTimestamp": "2026-12-02T00:00:00Z", "finalizers": []}
+    assert store.put_claim(NODECLAIM, {"metadata": late, "spec": {}}) is None
+    assert store.claims() == [] and store.claims_owned_by("np-uid") == []
+    # A claim forgotten for other reasons (a relist) may come back.
+    assert store.put_claim(NODECLAIM, {"metadata": {**meta, "uid": "u2"}, "spec": {}}) is not None
+    store.remove_claim(NODECLAIM.key("np-abcde"))
+    assert store.put_claim(NODECLAIM, {"metadata": {**meta, "uid": "u2", "resourceVersion": "9"}, "spec": {}})
+
+
 @pytest.mark.parametrize("kind", ["machine", "nodeclaim"])
 @pytest.mark.parametrize(
     ("where", "item", "reason"),
