@@ -141,7 +141,7 @@ class Controller:
         self.node_termination = NodeTermination(ctx, self.applier, drainer)
         self.claims = ClaimReconciler(ctx, self.applier, self.launcher, self.claim_termination)
         self.nodepools = NodePoolReconciler(ctx, self.applier, lambda claim: self.queue.add(key_of(claim)))
-        self.node_classes = NodeClassReconciler(ctx)
+        self.node_classes = NodeClassReconciler(ctx, self._node_class_changed)
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
             workers=settings.workers,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from provisioner.cloud.errors import InvalidSpec
@@ -40,8 +41,11 @@ def target(node_class: NodeClass) -> EventTarget:
 
 
 class NodeClassReconciler:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, changed: Callable[[str], None]) -> None:
+        """``changed`` is told when a status was written (the watch brings it back only as an
+        echo, which wakes nothing): the NodePools using the class look again."""
         self.ctx = ctx
+        self.changed = changed
 
     async def reconcile(self, name: str) -> Outcome:
         ctx = self.ctx
@@ -69,6 +73,7 @@ class NodeClassReconciler:
         if status != {k: node_class.status.get(k) for k in status}:
             body = await ctx.kube.patch(KAITO_NODE_CLASSES, name, {"status": status}, subresource="status")
             ctx.store.put_node_class(body)
+            self.changed(name)
             if problem is not None:
                 await ctx.publish_for(
                     target(node_class), (Event(EventType.WARNING, "NodeClassNotReady", problem),)
