@@ -134,13 +134,13 @@ class Controller:
         )
         self.metrics = ctx.metrics
         self.events = ctx.events
-        self.applier = Applier(ctx)
+        self.applier = Applier(ctx, lambda claim: self.queue.add(key_of(claim)))
         self.launcher = Launcher(ctx)
         drainer = Drainer(ctx)
         self.claim_termination = ClaimTermination(ctx, self.applier, drainer, self._terminated)
         self.node_termination = NodeTermination(ctx, self.applier, drainer)
         self.claims = ClaimReconciler(ctx, self.applier, self.launcher, self.claim_termination)
-        self.nodepools = NodePoolReconciler(ctx, self.applier, lambda claim: self.queue.add(key_of(claim)))
+        self.nodepools = NodePoolReconciler(ctx, self.applier)
         self.node_classes = NodeClassReconciler(ctx, self._node_class_changed)
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,

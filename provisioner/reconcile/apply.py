@@ -18,7 +18,7 @@ import contextlib
 import datetime
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -88,8 +88,11 @@ def release_patch(node: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 class Applier:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, wake: Callable[[Claim], None]) -> None:
+        """``wake`` starts a claim's reconcile: when we store the answer to our own write, its watch
+        event is an echo of what the store already has and wakes nothing."""
         self.ctx = ctx
+        self.wake = wake
 
     async def apply(self, claim: Claim, steps: Sequence[StepResult], now: datetime.datetime) -> Outcome:
         ctx = self.ctx
@@ -177,9 +180,16 @@ class Applier:
 
     async def delete_claim(self, claim: Claim, why: str) -> None:
         """Delete the claim; ``why`` is the reason of the Event saying so (a metric label)."""
+        dialect = dialect_of(claim)
         with contextlib.suppress(NotFoundError):
-            await self.ctx.kube.delete(dialect_of(claim).resource, claim.name, preconditions_uid=claim.uid)
+            body = await self.ctx.kube.delete(dialect.resource, claim.name, preconditions_uid=claim.uid)
             self.ctx.metrics.claim_disrupted(claim, why)
+            if body.get("kind") == dialect.kind:
+                # Still there (finalizers): remember it is deleting, so that no later decision made
+                # before the watch reports it deletes (and counts) it again; its termination starts.
+                stored = self.ctx.store.put_claim(dialect, body)
+                if stored is not None:
+                    self.wake(stored)
 
     async def delete_node(self, name: str) -> None:
         with contextlib.suppress(NotFoundError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -140,12 +140,9 @@ def resources(claims: Sequence[Claim]) -> dict[str, str]:
 
 
 class NodePoolReconciler:
-    def __init__(self, ctx: Context, applier: Applier, created: Callable[[Claim], None]) -> None:
-        """``created`` is told of every NodeClaim made (its watch event is an echo of what the
-        store already has, so nothing else would start its reconcile)."""
+    def __init__(self, ctx: Context, applier: Applier) -> None:
         self.ctx = ctx
         self.applier = applier
-        self.created = created
 
     def claims_of(self, nodepool: NodePool) -> list[Claim]:
         """The NodeClaims this NodePool made (by ownerReference UID and the nodepool label)."""
@@ -326,7 +323,7 @@ class NodePoolReconciler:
                 continue  # the random name is taken: draw another
             stored = ctx.store.put_claim(NODECLAIM, created)
             claim = stored if stored is not None else NODECLAIM.parse(created)
-            self.created(claim)
+            self.applier.wake(claim)  # its watch event is an echo: nothing else starts its reconcile
             logger.info(
                 "NodePool %s: created NodeClaim %s%s",
                 nodepool.name,

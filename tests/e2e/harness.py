@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hack.cluster import free_port
+from hack.cluster import die_with_parent, free_port
 from tests.conftest import Cluster
 
 T = TypeVar("T")
@@ -121,6 +121,7 @@ class Controller:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # never outlives the test run, whatever a teardown does
         )
         log.close()
         marker = "controller started" if leader else "waiting to become leader"

@@ -50,12 +50,14 @@ def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Contro
         cloud="azure",
         env={**arm.controller_env(), "CLAIM_NODE_CLASS_KINDS": "KaitoNodeClass"},
     ).start()
-    yield ctl
-    # Nothing of ours may be left for later modules: NodePools go (with their claims) first.
-    for np in (get_json(cluster, "nodepools") or {}).get("items") or []:
-        cluster.kubectl("delete", "nodepool", np["metadata"]["name"], "--wait=false", "--ignore-not-found")
-    wait_for("every NodePool gone", lambda: not (get_json(cluster, "nodepools") or {}).get("items"), 120)
-    ctl.stop()
+    try:
+        yield ctl
+        # Nothing of ours may be left for later modules: NodePools go (with their claims) first.
+        for np in (get_json(cluster, "nodepools") or {}).get("items") or []:
+            cluster.kubectl("delete", "nodepool", np["metadata"]["name"], "--wait=false", "--ignore-not-found")
+        wait_for("every NodePool gone", lambda: not (get_json(cluster, "nodepools") or {}).get("items"), 120)
+    finally:
+        ctl.stop()
 
 
 @pytest.fixture(scope="module")
