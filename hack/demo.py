@@ -12,6 +12,9 @@ Scenarios (``--scenario``):
             instance types were unavailable during launch" until the quota is raised
   crash     the controller is SIGKILLed while the pools are being created; a new controller adopts
             them (still exactly one PUT per pool)
+  nodepool  Kaito's karpenter mode: Kaito's node classes, a workspace NodePool of 2 replicas raised
+            to 3, a node class change that drifts every NodeClaim (replaced one at a time within
+            the NodePool's budget), then the NodePool deleted with everything it made
 
 With a terminal the demo offers to keep everything running for exploration; without one (CI, pipes)
 it runs through, stops every process it started and exits 0, or non-zero on any failure or timeout.
@@ -49,7 +52,15 @@ import yaml
 
 from fakes.arm import clientenv
 from fakes.arm.config import DEFAULT_CLUSTER, DEFAULT_LOCATION, DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION
-from fakes.kaito import kaito_machine, kaito_nodeclaim, random_claim_name
+from fakes.kaito import (
+    KAITO_CHART_NODE_CLASSES,
+    LABEL_NODEPOOL,
+    kaito_machine,
+    kaito_node_class,
+    kaito_nodeclaim,
+    kaito_nodepool,
+    random_claim_name,
+)
 from hack import cluster
 from hack.cluster import alive, die_with_parent, free_port, stop_pid
 
@@ -76,9 +87,21 @@ POLL = 0.5
 READY_TIMEOUT = 120.0
 GONE_TIMEOUT = 90.0
 START_TIMEOUT = 60.0
+DRIFT_TIMEOUT = 300.0  # three replacements, one after the other
 
-SCENARIOS = ("happy", "capacity", "crash")
-PHASES = {"happy": 7, "capacity": 8, "crash": 8}
+SCENARIOS = ("happy", "capacity", "crash", "nodepool")
+PHASES = {"happy": 7, "capacity": 8, "crash": 8, "nodepool": 10}
+
+# The nodepool scenario: Kaito v0.12's karpenter mode.
+NODEPOOL_WORKSPACE = "phi-4"
+NODEPOOL_REPLICAS, NODEPOOL_RAISED = 2, 3
+DRIFT_NODE_CLASS, DRIFT_FAMILY = "image-family-ubuntu", "AzureLinux"
+#: Room for 3 A100 nodes (24 vCPUs each), a replacement, and an old pool still deleting.
+NODEPOOL_A100_QUOTA = 5 * 24
+ANNOTATION_REPLACES = "gpu-provisioner.sh/replaces"
+TAG_CLAIM = "gpu-provisioner.sh_claim-name"
+NODE_CLASS_API = ("kaito.sh", "v1alpha1", "kaitonodeclasses")
+NODEPOOL_API = ("karpenter.sh", "v1", "nodepools")
 
 
 class DemoError(RuntimeError):
@@ -164,10 +187,18 @@ class Claim:
     time_to_ready: float | None = None
     pool_seen: bool = False
     node_seen: bool = False
+    #: Replaced by the NodePool (drift): no longer shown in the live table.
+    retired: bool = False
+    #: The agent pool's name when it is not the claim's (a NodePool's NodeClaims: a hash of theirs).
+    pool_name: str = ""
 
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    @property
+    def pool(self) -> str:
+        return self.pool_name or self.name
 
     def body(self) -> dict[str, Any]:
         build = kaito_machine if self.kind == "machine" else kaito_nodeclaim
@@ -278,7 +309,7 @@ def summarize_requests(records: list[dict[str, Any]]) -> str:
 
 
 COLUMNS = (
-    ("CLAIM", 32),
+    ("CLAIM", 40),
     ("ELAPSED", 8),
     ("POOL (ARM)", 11),
     ("LAUNCHED", 9),
@@ -332,6 +363,13 @@ class LiveTable:
         self.out.write("\n".join(lines) + "\n")
         self.drawn = len(lines)
 
+    def note(self, text: str) -> None:
+        """A line above the table (on a terminal the table is drawn again under it)."""
+        if self.out.tty and self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+        self.out.info(text)
+
     def finish(self, rows: list[tuple[str, ...]]) -> None:
         """The final state, without the status line."""
         if self.out.tty:
@@ -362,7 +400,7 @@ class World:
         return self.status(c, 3) == "True"
 
     def gone(self, c: Claim) -> bool:
-        return self.claim(c) is None and c.name not in self.pools and c.name not in self.nodes
+        return self.claim(c) is None and c.pool not in self.pools and c.pool not in self.nodes
 
 
 @dataclass
@@ -387,6 +425,13 @@ class Demo:
     arm: FakeArmClient | None = None
     arm_env: dict[str, str] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    #: The nodepool scenario's NodePool: its NodeClaims join ``claims`` as they appear.
+    nodepool: str | None = None
+    #: Node classes the demo created, and the spec of those that were there before it.
+    node_classes: list[str] = field(default_factory=list)
+    node_class_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Manifests of what the demo created (the hints of ``--keep``).
+    written: list[Path] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
     phase_no: int = 0
     controllers: int = 0
@@ -475,6 +520,8 @@ class Demo:
 
     def observe(self) -> World:
         co, core = self.api()
+        if self.nodepool:
+            self.discover_nodeclaims()
         claims: dict[str, dict[str, Any] | None] = {c.name: None for c in self.claims}
         for kind in {c.kind for c in self.claims}:
             group, version, plural = API[kind]
@@ -483,10 +530,41 @@ class Demo:
                     claims[obj["metadata"]["name"]] = obj
         assert self.arm is not None
         pools = self.arm.pools()
-        names = ",".join(c.name for c in self.claims)
+        if self.nodepool:
+            by_claim = {(p["properties"].get("tags") or {}).get(TAG_CLAIM): n for n, p in pools.items()}
+            for c in self.claims:
+                if not c.pool_name and c.name in by_claim:
+                    c.pool_name = by_claim[c.name]
+        names = ",".join(c.pool for c in self.claims)
         resp = core.list_node(label_selector=f"{POOL_LABEL} in ({names})", _preload_content=False)
         nodes = {n["metadata"]["labels"][POOL_LABEL]: n for n in json.loads(resp.data)["items"]}
         return World(claims, pools, nodes)
+
+    def discover_nodeclaims(self) -> None:
+        """The NodePool's NodeClaims not seen before join ``claims`` (the controller makes them)."""
+        co, _ = self.api()
+        group, version, plural = API["nodeclaim"]
+        items = co.list_cluster_custom_object(
+            group, version, plural, label_selector=f"{LABEL_NODEPOOL}={self.nodepool}"
+        )["items"]
+        known = {c.name for c in self.claims}
+        now = time.monotonic()
+        for obj in sorted(items, key=lambda o: o["metadata"].get("creationTimestamp", "")):
+            name = obj["metadata"]["name"]
+            if name in known:
+                continue
+            instance_type = next(
+                (
+                    r["values"][0]
+                    for r in obj["spec"].get("requirements") or ()
+                    if r.get("key") == "node.kubernetes.io/instance-type" and r.get("values")
+                ),
+                "?",
+            )
+            self.claims.append(
+                Claim("nodeclaim", name, NODEPOOL_WORKSPACE, instance_type, f"NodePool {self.nodepool}")
+            )
+            self.claims[-1].created_at = now
 
     def row(self, c: Claim, w: World, elapsed: float) -> tuple[str, ...]:
         obj = w.claim(c)
@@ -495,14 +573,16 @@ class Demo:
             label += " (gone)"
         elif obj and obj["metadata"].get("deletionTimestamp"):
             label += " (deleting)"
-        pool = w.pools.get(c.name)
+        elif conditions(obj).get("Drifted", {}).get("status") == "True":
+            label += " (drifted)"
+        pool = w.pools.get(c.pool)
         if pool is not None:
             c.pool_seen = True
             pool_state = str(pool["properties"].get("provisioningState", "?"))
         else:
             pool_state = "gone" if c.pool_seen else "-"
         conds = [w.status(c, i) or "-" for i in range(4)]
-        node = w.nodes.get(c.name)
+        node = w.nodes.get(c.pool)
         node_col = gpus = "-"
         if node is not None:
             c.node_seen = True
@@ -512,8 +592,16 @@ class Demo:
             node_col = "gone"
         return (label, f"{elapsed:.1f}s", pool_state, *conds, node_col, gpus)
 
-    def watch(self, until: str, done: Callable[[World], bool], timeout: float, since: float) -> World:
-        """Show the live table until ``done`` holds; fail after ``timeout`` seconds."""
+    def watch(
+        self,
+        until: str,
+        done: Callable[[World], bool],
+        timeout: float,
+        since: float,
+        notes: Callable[[World], list[str]] | None = None,
+    ) -> World:
+        """Show the live table until ``done`` holds; fail after ``timeout`` seconds. ``notes`` says
+        what happened since the last look, printed above the table."""
         table = LiveTable(self.out)
         deadline = time.monotonic() + timeout
         spinner = "|/-\\"
@@ -524,7 +612,9 @@ class Demo:
             for c in self.claims:
                 if c.time_to_ready is None and c.created_at and world.ready(c):
                     c.time_to_ready = now - c.created_at
-            rows = [self.row(c, world, now - since) for c in self.claims]
+            for text in notes(world) if notes else ():
+                table.note(text)
+            rows = [self.row(c, world, now - since) for c in self.claims if not c.retired]
             if done(world):
                 table.finish(rows)
                 return world
@@ -673,7 +763,7 @@ class Demo:
             if time.monotonic() > deadline:
                 raise DemoError(f"the controller did not start within {START_TIMEOUT:.0f}s; see {log}")
             time.sleep(0.2)
-        self.out.ok("controller started: holds the Lease, watches Machines and NodeClaims")
+        self.out.ok("controller started: holds the Lease, watches Machines, NodeClaims and NodePools")
         return proc
 
     def create_claims(self) -> None:
@@ -681,11 +771,11 @@ class Demo:
             Claim("machine", random_claim_name(), "workspace-falcon-7b-instruct", V100, "Kaito v0.1-v0.4"),
             Claim("nodeclaim", random_claim_name(), "workspace-llama-3-1-8b-instruct", A100, "Kaito v0.7+"),
         ]
-        manifests = self.state_dir / "manifests"
-        manifests.mkdir(parents=True, exist_ok=True)
+        manifests = self.manifests()
         for c in self.claims:
             c.manifest = manifests / f"{c.kind}-{c.workspace}.yaml"
             c.manifest.write_text(yaml.safe_dump(c.body(), sort_keys=False))
+            self.written.append(c.manifest)
             self.out.info(f"{c.origin:16} {c.kind:9} {c.name} for {c.workspace} ({c.instance_type})")
         self.kubectl("create", *[a for c in self.claims for a in ("-f", rel(c.manifest or ""))])
         now = time.monotonic()
@@ -727,7 +817,7 @@ class Demo:
             self.out.block(launched.get("message", ""), indent=8)
             if not launched.get("message", "").startswith(KAITO_CAPACITY_TEXT):
                 raise DemoError(f"expected Kaito's text {KAITO_CAPACITY_TEXT!r} in the Launched message")
-            self.show_events(nc)
+            self.show_events(nc.kind, nc.name)
             puts = self.arm.count("PUT", nc.name)
             if puts:
                 raise DemoError(f"{puts} PUT(s) for {nc.name} although the quota pre-flight says no")
@@ -776,16 +866,189 @@ class Demo:
                     self.out.info(f"controller #2: {line.strip()}")
             self.out.ok("exactly one PUT per pool: the new controller adopted the running operations")
 
-    def show_events(self, c: Claim) -> None:
-        text = self.kubectl("describe", c.kind, c.name, show=False)
+    def scenario_nodepool(self) -> None:
+        assert self.arm is not None
+        self.arm.set_quota(A100_FAMILY, NODEPOOL_A100_QUOTA)
+        self.out.info(f"fake ARM: quota {A100_FAMILY} = {NODEPOOL_A100_QUOTA} vCPUs (room for a replacement)")
+        manifests = self.manifests()
+        with self.phase(
+            "Kaito starts: it creates its node classes and waits for the default one", "node classes"
+        ):
+            bodies = [kaito_node_class(entry) for entry in KAITO_CHART_NODE_CLASSES]
+            path = manifests / "kaitonodeclasses.yaml"
+            path.write_text(yaml.safe_dump_all(bodies, sort_keys=False))
+            self.written.append(path)
+            for b in bodies:  # on a shared cluster they may exist: put back as they were afterwards
+                name = b["metadata"]["name"]
+                existing = self.custom(NODE_CLASS_API, name)
+                if existing is None:
+                    self.node_classes.append(name)
+                else:
+                    self.node_class_specs[name] = existing.get("spec") or {}
+            self.kubectl("apply", "-f", rel(path))
+            default = next(e["name"] for e in KAITO_CHART_NODE_CLASSES if e.get("default"))
+            self.poll(
+                f"node class {default} Ready",
+                lambda: (
+                    conditions(self.custom(NODE_CLASS_API, default)).get("Ready", {}).get("status") == "True"
+                ),
+                START_TIMEOUT,
+            )
+            self.kubectl("get", "kaitonodeclasses")
+            self.out.ok("node classes Ready: Kaito goes on (it gives up after 120s without a Ready default)")
+        with self.phase(
+            f"Kaito creates the NodePool of workspace {NODEPOOL_WORKSPACE} ({NODEPOOL_REPLICAS} replicas)",
+            "NodePool->Ready",
+        ):
+            body = kaito_nodepool(NODEPOOL_WORKSPACE, instance_type=A100, replicas=NODEPOOL_REPLICAS)
+            self.nodepool = body["metadata"]["name"]
+            path = manifests / f"nodepool-{self.nodepool}.yaml"
+            path.write_text(yaml.safe_dump(body, sort_keys=False))
+            self.written.append(path)
+            self.out.info(
+                f"static NodePool {self.nodepool}: replicas {NODEPOOL_REPLICAS}, {A100}, taint sku=gpu:NoSchedule,"
+            )
+            self.out.info(
+                f"  node class {body['spec']['template']['spec']['nodeClassRef']['name']}, budget"
+                " for Drifted: 1 node at a time"
+            )
+            self.kubectl("create", "-f", rel(path))
+            self.wait_nodepool(NODEPOOL_REPLICAS, time.monotonic())
+        with self.phase(f"The workspace grows: Kaito raises replicas to {NODEPOOL_RAISED}", "raise->Ready"):
+            patch = json.dumps({"spec": {"replicas": NODEPOOL_RAISED}})
+            self.kubectl("patch", "nodepool", self.nodepool, "--type=merge", "-p", patch)
+            self.wait_nodepool(NODEPOOL_RAISED, time.monotonic())
+        with self.phase(
+            f"Node class {DRIFT_NODE_CLASS} moves to {DRIFT_FAMILY}: every node drifts, replaced one at a time",
+            "drift",
+        ):
+            self.drift()
+
+    def manifests(self) -> Path:
+        path = self.state_dir / "manifests"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def custom(self, api: tuple[str, str, str], name: str) -> dict[str, Any] | None:
+        co, _ = self.api()
+        try:
+            return co.get_cluster_custom_object(*api, name)  # type: ignore[no-any-return]
+        except Exception as e:  # the client's ApiException; 404 is "not there"
+            if getattr(e, "status", None) == 404:
+                return None
+            raise
+
+    def poll(self, what: str, probe: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not probe():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(POLL)
+
+    def live(self, w: World) -> list[Claim]:
+        """The NodePool's NodeClaims that exist and are not being deleted."""
+        return [
+            c for c in self.claims if (obj := w.claim(c)) and not obj["metadata"].get("deletionTimestamp")
+        ]
+
+    def wait_nodepool(self, replicas: int, since: float) -> None:
+        assert self.nodepool is not None
+        self.watch(
+            f"the NodePool has {replicas} Ready NodeClaims",
+            lambda w: len(self.live(w)) == replicas and all(w.ready(c) for c in self.live(w)),
+            READY_TIMEOUT,
+            since,
+        )
+        self.poll(
+            f"NodePool status nodes={replicas}",
+            lambda: (
+                ((self.custom(NODEPOOL_API, self.nodepool or "") or {}).get("status") or {}).get("nodes")
+                == replicas
+            ),
+            START_TIMEOUT,
+        )
+        self.kubectl("get", "nodepool", self.nodepool)
+        self.out.ok(
+            f"{replicas} NodeClaims Ready, one agent pool each; NodePool status says {replicas} nodes"
+        )
+
+    def drift(self) -> None:
+        """Change the node class; every NodeClaim drifts and is replaced within the budget of 1: the
+        replacement is Ready before its predecessor goes, and Ready capacity never drops."""
+        old = {c.name for c in self.live(self.observe())}
+        patch = json.dumps({"spec": {"imageFamily": DRIFT_FAMILY}})
+        self.kubectl("patch", "kaitonodeclass", DRIFT_NODE_CLASS, "--type=merge", "-p", patch)
+        changed = time.monotonic()
+        said: set[tuple[str, str]] = set()
+        lowest = [len(old)]
+        in_flight = [0]
+
+        def notes(w: World) -> list[str]:
+            out: list[str] = []
+
+            def once(key: tuple[str, str], text: str) -> None:
+                if key not in said:
+                    said.add(key)
+                    out.append(text)
+
+            live = self.live(w)
+            ready = [c for c in live if w.ready(c)]
+            lowest[0] = min(lowest[0], len(ready))
+            in_flight[0] = max(in_flight[0], sum(1 for c in live if c.name not in old and not w.ready(c)))
+            for c in self.claims:
+                obj = w.claim(c)
+                if c.name in old:
+                    if obj and conditions(obj).get("Drifted", {}).get("status") == "True":
+                        reason = conditions(obj)["Drifted"].get("reason", "")
+                        once((c.name, "drifted"), f"{c.name}: Drifted=True ({reason})")
+                    if obj is None or obj["metadata"].get("deletionTimestamp"):
+                        once((c.name, "deleting"), f"{c.name}: its replacement is Ready; it drains and goes")
+                elif obj:
+                    replaces = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_REPLACES)
+                    if replaces:
+                        once((c.name, "launched"), f"{c.name}: launched to replace {replaces}")
+                    if w.ready(c):
+                        once((c.name, "ready"), f"{c.name}: Ready ({len(ready)} Ready nodes)")
+            return out
+
+        self.watch(
+            f"every NodeClaim replaced (image family {DRIFT_FAMILY})",
+            lambda w: (
+                all(w.gone(c) for c in self.claims if c.name in old)
+                and len(self.live(w)) == len(old)
+                and all(w.ready(c) for c in self.live(w))
+            ),
+            DRIFT_TIMEOUT,
+            changed,
+            notes,
+        )
+        for c in self.claims:
+            c.retired = c.name in old
+        if lowest[0] < len(old):
+            raise DemoError(f"Ready nodes dropped to {lowest[0]} (of {len(old)}) during the replacement")
+        if in_flight[0] > 1:
+            raise DemoError(f"{in_flight[0]} replacements at once although the budget allows 1")
+        self.out.ok(
+            f"{len(old)} NodeClaims replaced one at a time in {time.monotonic() - changed:.1f}s; "
+            f"Ready nodes never below {len(old)}"
+        )
+
+    def show_events(self, kind: str, name: str) -> None:
+        text = self.kubectl("describe", kind, name, show=False)
         events = text[text.find("Events:") :] if "Events:" in text else "Events: <none>"
-        self.out.cmd(f"kubectl describe {c.kind} {c.name}   # the Events section")
+        self.out.cmd(f"kubectl describe {kind} {name}   # the Events section")
         self.out.block(events)
 
     def show(self) -> None:
         assert self.arm is not None
-        names = ",".join(c.name for c in self.claims)
-        self.kubectl("get", "machines,nodeclaims", "-o", "wide")
+        world = self.observe()
+        present = [c for c in self.claims if not world.gone(c)]
+        names = ",".join(c.pool for c in present)
+        if self.nodepool:
+            self.kubectl("get", "nodepools,nodeclaims", "-o", "wide")
+        else:
+            self.kubectl("get", "machines,nodeclaims", "-o", "wide")
         self.out.line()
         self.kubectl(
             "get",
@@ -797,55 +1060,89 @@ class Demo:
             'READY:.status.conditions[?(@.type=="Ready")].status,'
             "POOL:.metadata.labels.kubernetes\\.azure\\.com/agentpool,"
             "INSTANCE-TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
-            "ZONE:.metadata.labels.topology\\.kubernetes\\.io/zone,"
-            "GPU:.status.capacity.nvidia\\.com/gpu",
+            + ("OS-IMAGE:.status.nodeInfo.osImage," if self.nodepool else "")
+            + "GPU:.status.capacity.nvidia\\.com/gpu",
         )
-        world = self.observe()
-        for c in self.claims:
-            node = world.nodes.get(c.name)
+        for c in present:
+            node = world.nodes.get(c.pool)
             if node is None or not node_gpus(node):
                 raise DemoError(f"the node of {c.ref} does not advertise {GPU}")
         self.out.line()
         self.out.info("Agent pools in the fake subscription (what `az aks nodepool list` would show):")
         self.show_pools(world.pools)
-        for c in self.claims:
+        if self.nodepool:
             self.out.line()
-            self.show_events(c)
+            self.show_events("nodepool", self.nodepool)
+            self.out.line()
+            self.show_disruption_events()
+            return
+        for c in present:
+            self.out.line()
+            self.show_events(c.kind, c.name)
+
+    def show_disruption_events(self) -> None:
+        """What the replacements said on the drifted NodeClaims (those are gone; their Events stay)."""
+        args = (
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=NodeClaim",
+            "--sort-by=.metadata.creationTimestamp",
+            "-o",
+            "custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
+        )
+        lines = self.kubectl(*args, show=False).splitlines()
+        mine = {c.name for c in self.claims}
+        picked = [ln for ln in lines[1:] if ln.split()[0] in mine and re.search(r"\sDisruption\w*\s", ln)]
+        self.out.cmd("kubectl " + shlex.join(args) + " | grep Disruption")
+        self.out.block("\n".join(lines[:1] + picked) if picked else "(no disruption events)")
+        if not picked:
+            raise DemoError("no disruption events on the drifted NodeClaims")
 
     def show_pools(self, pools: dict[str, dict[str, Any]]) -> None:
-        mine = [p for name, p in sorted(pools.items()) if name in {c.name for c in self.claims}]
+        mine = [p for name, p in sorted(pools.items()) if name in {c.pool for c in self.claims}]
         if not mine:
             self.out.info("  (none)")
             return
-        self.out.info(f"  {'NAME':13} {'VM SIZE':26} {'COUNT':5}  {'STATE':10} WORKSPACE")
+        self.out.info(f"  {'NAME':13} {'VM SIZE':26} {'COUNT':5}  {'OS SKU':11} {'STATE':10} WORKSPACE")
         for p in mine:
             props = p["properties"]
-            workspace = (props.get("nodeLabels") or {}).get("kaito.sh/workspace", "")
+            labels = props.get("nodeLabels") or {}
+            workspace = labels.get("kaito.sh/workspace") or labels.get(
+                "karpenter.kaito.sh/workspace-name", ""
+            )
             self.out.info(
                 f"  {p['name']:13} {props.get('vmSize', ''):26} {props.get('count', '')!s:5}  "
-                f"{props.get('provisioningState', ''):10} {workspace}"
+                f"{props.get('osSKU', ''):11} {props.get('provisioningState', ''):10} {workspace}"
             )
 
     def delete_claims(self) -> None:
         assert self.arm is not None
-        self.kubectl("delete", *[c.ref for c in self.claims], "--wait=false")
+        if self.nodepool:
+            self.kubectl("delete", "nodepool", self.nodepool, "--wait=false")
+        else:
+            self.kubectl("delete", *[c.ref for c in self.claims], "--wait=false")
         deleted = time.monotonic()
+        what = "the NodePool, its claims" if self.nodepool else "the claims"
         self.watch(
-            "the claims, their agent pools and their nodes are gone",
-            lambda w: all(w.gone(c) for c in self.claims),
+            f"{what}, their agent pools and their nodes are gone",
+            lambda w: (
+                all(w.gone(c) for c in self.claims)
+                and (not self.nodepool or self.custom(NODEPOOL_API, self.nodepool) is None)
+            ),
             GONE_TIMEOUT,
             deleted,
         )
-        self.out.ok(f"claims, agent pools and nodes gone after {time.monotonic() - deleted:.1f}s")
-        names = ",".join(c.name for c in self.claims)
-        self.kubectl("get", "machines,nodeclaims")
+        self.out.ok(f"{what}, agent pools and nodes gone after {time.monotonic() - deleted:.1f}s")
+        names = ",".join(c.pool for c in self.claims)
+        self.kubectl("get", "nodepools,nodeclaims" if self.nodepool else "machines,nodeclaims")
         self.kubectl("get", "nodes", "-l", f"{POOL_LABEL} in ({names})")
         self.out.info("Agent pools in the fake subscription:")
         self.show_pools(self.arm.pools())
         for c in self.claims:
-            puts, deletes = self.arm.count("PUT", c.name), self.arm.count("DELETE", c.name)
+            puts, deletes = self.arm.count("PUT", c.pool), self.arm.count("DELETE", c.pool)
             if (puts, deletes) != (1, 1):
-                raise DemoError(f"pool {c.name}: {puts} PUT and {deletes} DELETE (expected one of each)")
+                raise DemoError(f"pool {c.pool}: {puts} PUT and {deletes} DELETE (expected one of each)")
 
     def summary(self) -> None:
         assert self.arm is not None
@@ -879,7 +1176,12 @@ class Demo:
             getattr(self, f"scenario_{self.args.scenario}")()
             with self.phase("What Kubernetes and Azure show", "show"):
                 self.show()
-            with self.phase("Kaito deletes the workspace: claims, pools and nodes go away", "delete"):
+            with self.phase(
+                "Kaito deletes the workspace: "
+                + ("its NodePool, " if self.nodepool else "")
+                + "claims, pools and nodes go away",
+                "delete",
+            ):
                 self.delete_claims()
             with self.phase("Summary", "summary"):
                 self.summary()
@@ -924,9 +1226,11 @@ class Demo:
         self.out.line(f"    export KUBECONFIG={self.kubeconfig}")
         self.out.line(f"    alias kubectl={self.info.kubectl}")
         self.out.info("try:")
-        for c in self.claims:
-            self.out.info(f"  kubectl apply -f {rel(c.manifest or '')}")
-        self.out.info("  kubectl get machines,nodeclaims,nodes -w")
+        for path in self.written:
+            self.out.info(f"  kubectl apply -f {rel(path)}")
+        self.out.info(
+            f"  kubectl get {'nodepools,nodeclaims' if self.nodepool else 'machines,nodeclaims'},nodes -w"
+        )
         self.out.info(f"  curl -s --cacert {self.arm.ca_bundle} {self.arm.endpoint}/_fake/pools")
         for p in self.procs:
             self.out.info(f"{p.name} (pid {p.popen.pid}) log: {rel(p.log)}")
@@ -960,8 +1264,8 @@ class Demo:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # every step below is bounded; let it finish
         self.out.header("==> Cleaning up")
-        if not self.own_cluster and self.info is not None and self.claims:
-            self.remove_leftover_claims()
+        if not self.own_cluster and self.info is not None:
+            self.remove_leftovers()
         started = [(p.name, p.popen.pid) for p in reversed(self.procs)]
         for p in reversed(self.procs):
             stop_pid(p.popen.pid)
@@ -979,15 +1283,24 @@ class Demo:
         if (self.state_dir / "logs").exists():
             self.out.info(f"logs kept in {rel(self.state_dir / 'logs')}/")
 
-    def remove_leftover_claims(self) -> None:
+    def remove_leftovers(self) -> None:
         """On a shared cluster after a failure: remove what the demo created (best effort)."""
-        present = [
-            c for c in self.claims if self.kubectl("get", c.kind, c.name, "--ignore-not-found", show=False)
+        refs = [
+            r
+            for r in (
+                *([f"nodepool/{self.nodepool}"] if self.nodepool else []),
+                *(c.ref for c in self.claims),
+                *(f"kaitonodeclass/{n}" for n in self.node_classes),
+            )
+            if self.kubectl("get", r, "--ignore-not-found", show=False)
         ]
-        if not present:
+        for name, spec in self.node_class_specs.items():
+            put_back = json.dumps([{"op": "replace", "path": "/spec", "value": spec}])
+            with contextlib.suppress(DemoError):
+                self.kubectl("patch", "kaitonodeclass", name, "--type=json", "-p", put_back, show=False)
+        if not refs:
             return
-        self.out.info("removing the demo's claims from the shared cluster")
-        refs = [c.ref for c in present]
+        self.out.info("removing what the demo created from the shared cluster")
         with contextlib.suppress(DemoError):
             self.kubectl("delete", *refs, "--wait=false", "--ignore-not-found", show=False)
             deadline = time.monotonic() + 30
@@ -995,8 +1308,11 @@ class Demo:
                 self.kubectl("get", r, "--ignore-not-found", show=False) for r in refs
             ):
                 time.sleep(POLL)
-            for r in refs:  # the controller could not finish: let the claims go anyway
-                self.kubectl("patch", r, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', show=False)
+            for r in refs:  # the controller could not finish: let them go anyway
+                if self.kubectl("get", r, "--ignore-not-found", show=False):
+                    self.kubectl(
+                        "patch", r, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', show=False
+                    )
 
 
 def remove_runtime_state(state_dir: Path) -> None:

@@ -166,3 +166,54 @@ def test_make_demo_capacity_scenario(tmp_path: Path) -> None:
     assert "no agent pool PUT was sent" in output
     assert_common(output)
     assert_nothing_left(output, tmp_path)
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 120)
+def test_make_demo_nodepool_scenario(tmp_path: Path) -> None:
+    output = run_demo(tmp_path, "--scenario nodepool")
+    assert_phases(
+        output,
+        [
+            "Starting the local control plane",
+            "Starting the fake Azure Resource Manager",
+            "Starting gpu-provisioner with --cloud azure",
+            "Kaito starts: it creates its node classes",
+            "Kaito creates the NodePool of workspace phi-4 (2 replicas)",
+            "The workspace grows: Kaito raises replicas to 3",
+            "Node class image-family-ubuntu moves to AzureLinux",
+            "What Kubernetes and Azure show",
+            "Kaito deletes the workspace: its NodePool",
+            "Summary",
+        ],
+    )
+    assert "node classes Ready" in output
+    assert "2 NodeClaims Ready, one agent pool each; NodePool status says 2 nodes" in output
+    assert "3 NodeClaims Ready, one agent pool each; NodePool status says 3 nodes" in output
+    drift = output[output.index("moves to AzureLinux") : output.index("What Kubernetes and Azure show")]
+    old = set(re.findall(r"^\s+(default-phi-4-[a-z0-9]{5}): Drifted=True \(NodeClassDrifted\)$", drift, re.M))
+    replaced = dict(
+        re.findall(r"^\s+(default-phi-4-[a-z0-9]{5}): launched to replace (default-phi-4-\S+)$", drift, re.M)
+    )
+    assert len(old) == 3 and set(replaced.values()) == old, drift
+    assert "3 NodeClaims replaced one at a time" in drift and "Ready nodes never below 3" in drift
+    # The replacements run the new image family: nodes and agent pools say so.
+    show = output[
+        output.index("What Kubernetes and Azure show") : output.index("Kaito deletes the workspace")
+    ]
+    nodes = re.findall(
+        r"^\s+aks-\S+\s+True\s+\S+\s+Standard_NC24ads_A100_v4\s+CBL-Mariner/Linux\s+1\s*$", show, re.M
+    )
+    assert len(nodes) == 3, show
+    pools = re.findall(
+        r"^\s+g\S+\s+Standard_NC24ads_A100_v4\s+1\s+AzureLinux\s+Succeeded\s+phi-4$", show, re.M
+    )
+    assert len(pools) == 3, show
+    for name in old:  # each drifted NodeClaim: its replacement launched, then it was terminated
+        assert re.search(rf"^\s+{name}\s+DisruptionLaunching\s", show, re.M), show
+        assert re.search(rf"^\s+{name}\s+DisruptionTerminating\s", show, re.M), show
+    after = output[output.index("the NodePool, its claims, agent pools and nodes gone") :]
+    assert after.count("No resources found") == 2, after
+    assert "Agent pools in the fake subscription:\n      (none)" in after
+    assert re.search(r"ARM calls: 6 PUT, 6 DELETE, \d+ GET", output), output
+    assert "demo 'nodepool' passed" in output
+    assert_nothing_left(output, tmp_path)
