@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Operation = Literal["create", "get", "list", "delete", "instance_types"]
+Operation = Literal["create", "get", "list", "delete", "instance_types", "resolve_image"]
 _WRITES: frozenset[str] = frozenset({"create", "delete"})
 FailureMode = Literal["error", "late", "hang"]
 

@@ -54,7 +54,9 @@ def controller(cluster: Cluster, workdir: Path, arm: FakeArm) -> Iterator[Contro
         yield ctl
         # Nothing of ours may be left for later modules: NodePools go (with their claims) first.
         for np in (get_json(cluster, "nodepools") or {}).get("items") or []:
-            cluster.kubectl("delete", "nodepool", np["metadata"]["name"], "--wait=false", "--ignore-not-found")
+            cluster.kubectl(
+                "delete", "nodepool", np["metadata"]["name"], "--wait=false", "--ignore-not-found"
+            )
         wait_for("every NodePool gone", lambda: not (get_json(cluster, "nodepools") or {}).get("items"), 120)
     finally:
         ctl.stop()
