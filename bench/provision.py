@@ -56,6 +56,7 @@ from bench.stack import (
     Cluster,
     ControllerProcess,
     FakeArmProcess,
+    ProcessUsage,
 )
 from bench.stats import per, seconds, summary
 from fakes import skus
@@ -67,6 +68,10 @@ DEFAULT_INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
 #: Controller settings of the storm scenario unless overridden: capacity retries within seconds.
 STORM_CONTROLLER_ENV = {"CAPACITY_RETRY_BASE_SECONDS": "5", "CAPACITY_RETRY_MAX_SECONDS": "20"}
 MERGE_PATCH = "application/merge-patch+json"
+SCENARIOS = ("overhead", "burst", "storm")
+DEFAULT_CLAIMS, DEFAULT_BURST_CLAIMS = 10, 200
+#: AKS's limit of agent pools per cluster (one is the system pool): the fake's default.
+AKS_POOL_LIMIT = 100
 CLAIM_RESOURCES = ("machines", "nodeclaims", "machines/status", "nodeclaims/status")
 
 
@@ -130,8 +135,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Fields of the JSON result: bench/README.md.",
     )
-    p.add_argument("--scenario", choices=("overhead", "storm"), default="overhead")
-    p.add_argument("--claims", type=_count, default=10, help="claims created at once (default 10)")
+    p.add_argument("--scenario", choices=SCENARIOS, default="overhead")
+    p.add_argument(
+        "--claims",
+        type=_count,
+        help=f"claims created at once (default {DEFAULT_CLAIMS}; burst {DEFAULT_BURST_CLAIMS})",
+    )
     p.add_argument(
         "--kinds",
         type=_kinds,
@@ -187,7 +196,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     env.update(dict(a.controller_env))
     return Options(
         scenario=a.scenario,
-        claims=a.claims,
+        claims=a.claims or (DEFAULT_BURST_CLAIMS if a.scenario == "burst" else DEFAULT_CLAIMS),
         kinds=a.kinds,
         instance_type=a.instance_type,
         create_latency=a.create_latency,
@@ -290,13 +299,22 @@ class Bench:
         self.startup_calls = ArmCalls([])
         self.seq_mark = 0
         self.writes_mark: dict[str, int] = {}
+        self.usage_start: ProcessUsage | None = None
 
     # -- setup / teardown -----------------------------------------------------------------------
 
     def arm_config(self) -> dict[str, Any]:
         assert self.sku is not None
         family_quota = 0 if self.opts.scenario == "storm" else self.sku.vcpus * self.opts.claims
+        limit = {}
+        if self.opts.claims >= AKS_POOL_LIMIT:  # one pool per claim, and the system pool
+            limit = {"max_pools_per_cluster": self.opts.claims + 1}
+            log(
+                f"fake ARM: agent pool limit raised from AKS's {AKS_POOL_LIMIT} to {self.opts.claims + 1} "
+                f"(one pool per claim); a real cluster stops at {AKS_POOL_LIMIT - 1} claims"
+            )
         return {
+            **limit,
             "latency": {
                 "create": self.opts.create_latency,
                 "update": 1.0,
@@ -326,6 +344,7 @@ class Bench:
             self.workdir, self.cluster.kubeconfig, {**self.arm.controller_env(), **o.controller_env}
         ).start()
         self._start_watchers()
+        self.usage_start = self.controller.usage()
         records, self.seq_mark = self.arm.requests()
         self.startup_calls = ArmCalls(records)
         self.writes_mark = self._writes()
@@ -500,6 +519,7 @@ class Bench:
             f"pool create {o.create_latency:g}s, delete {o.delete_latency:g}s"
         )
         results = self.storm() if o.scenario == "storm" else self.overhead()
+        results["controller_process"] = self._process_numbers(o.claims)
         assert self.sku is not None
         timing = PROFILES["fast"]
         return {
@@ -638,6 +658,23 @@ class Bench:
         }
 
     # -- results --------------------------------------------------------------------------------
+
+    def _process_numbers(self, n: int) -> dict[str, Any]:
+        """CPU and memory of the controller process: at rest after start-up, and for the workload."""
+        assert self.controller is not None
+        start, end = self.usage_start, self.controller.usage()
+        if start is None or end is None:
+            return {"available": False}
+        workload = end.cpu_s - start.cpu_s
+        return {
+            "available": True,
+            "startup_cpu_s": round(start.cpu_s, 2),
+            "workload_cpu_s": round(workload, 2),
+            "cpu_ms_per_claim": round(1000 * workload / n, 1) if n else None,
+            "idle_rss_mib": round(start.rss_mib, 1),
+            "peak_rss_mib": round(end.peak_rss_mib, 1),
+            "end_rss_mib": round(end.rss_mib, 1),
+        }
 
     def _controller_numbers(self, n: int) -> dict[str, Any]:
         """The controller's own counters over the whole run (startup included)."""
@@ -799,9 +836,9 @@ def human_summary(doc: dict[str, Any], path: Path | None) -> str:
     def row(label: str, s: dict[str, Any]) -> str:
         if not s or not s.get("count"):
             return f"  {label:<22} n/a"
-        return f"  {label:<22} p50 {s['p50']:.3f}s  p90 {s['p90']:.3f}s  max {s['max']:.3f}s"
+        return f"  {label:<22} p50 {s['p50']:.3f}s  p95 {s['p95']:.3f}s  p99 {s['p99']:.3f}s  max {s['max']:.3f}s"
 
-    if doc["scenario"] == "overhead":
+    if doc["scenario"] != "storm":
         lines += [
             row("time to Ready", r["time_to_ready_s"]),
             row("overhead", r["overhead_s"]),
@@ -837,6 +874,12 @@ def human_summary(doc: dict[str, Any], path: Path | None) -> str:
         means = ", ".join(f"{op} {c['mean_s']}s" for op, c in ctl["cloud_calls"].items())
         lines.append(
             f"  controller: {ctl['reconciles_per_claim']} reconciles per claim; mean cloud call {means}"
+        )
+    cp = r.get("controller_process") or {}
+    if cp.get("available"):
+        lines.append(
+            f"  controller process: {cp['workload_cpu_s']}s CPU ({cp['cpu_ms_per_claim']} ms per claim), "
+            f"RSS {cp['idle_rss_mib']} MiB at rest, peak {cp['peak_rss_mib']} MiB"
         )
     if path is not None:
         lines.append(f"  result: {path}")

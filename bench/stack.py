@@ -296,8 +296,39 @@ class ControllerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def usage(self) -> ProcessUsage | None:
+        """CPU time so far and peak RSS of the controller process (None once it is gone)."""
+        return process_usage(self.proc.pid) if self.proc is not None else None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
         stop_process(self.proc, 20)
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    cpu_s: float  # user + system
+    rss_mib: float
+    peak_rss_mib: float
+
+
+def process_usage(pid: int) -> ProcessUsage | None:
+    """From /proc: user+system CPU seconds, current and peak resident set size."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    kib = {
+        k: int(v.split()[0])
+        for k, v in (ln.split(":", 1) for ln in status.splitlines() if ln.startswith("Vm"))
+    }
+    # Fields 14 and 15 of /proc/<pid>/stat (utime, stime); indices 11 and 12 after the ")".
+    return ProcessUsage(
+        cpu_s=(int(stat[11]) + int(stat[12])) / ticks,
+        rss_mib=kib.get("VmRSS", 0) / 1024,
+        peak_rss_mib=kib.get("VmHWM", 0) / 1024,
+    )

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 
 #: Decimal places kept for seconds in results (milliseconds; the clocks are no better than that).
 PRECISION = 3
+#: The percentiles of a summary.
+QUANTILES = (50, 90, 95, 99)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -27,15 +29,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """``count``, ``min``, ``p50``, ``p90``, ``max``, ``mean`` of the values that are not None."""
+    """``count``, ``min``, ``p50``, ``p90``, ``p95``, ``p99``, ``max``, ``mean`` of the values that
+    are not None."""
     present = sorted(v for v in values if v is not None)
     if not present:
-        return {"count": 0, "min": None, "p50": None, "p90": None, "max": None, "mean": None}
+        return {"count": 0, "min": None, **{f"p{q}": None for q in QUANTILES}, "max": None, "mean": None}
     return {
         "count": len(present),
         "min": round(present[0], PRECISION),
-        "p50": round(percentile(present, 50), PRECISION),
-        "p90": round(percentile(present, 90), PRECISION),
+        **{f"p{q}": round(percentile(present, q), PRECISION) for q in QUANTILES},
         "max": round(present[-1], PRECISION),
         "mean": round(sum(present) / len(present), PRECISION),
     }
