@@ -127,10 +127,10 @@ class Settings:
         "Delay between eviction rounds while a PodDisruptionBudget blocks a drain.",
     )
     min_drain_time: float = _setting(
-        5.0,
+        1.0,
         "MIN_DRAIN_SECONDS",
-        "A drain takes at least this long after the node is cordoned, so that pods scheduled onto it "
-        "a moment before are seen and evicted too.",
+        "A drain takes at least this long after the node is cordoned, so that a pod bound by a "
+        "scheduler that had not yet seen the cordon is seen and evicted too.",
     )
     drain_timeout: float = _setting(
         0.0,
