@@ -1060,6 +1060,7 @@ class Demo:
             'READY:.status.conditions[?(@.type=="Ready")].status,'
             "POOL:.metadata.labels.kubernetes\\.azure\\.com/agentpool,"
             "INSTANCE-TYPE:.metadata.labels.node\\.kubernetes\\.io/instance-type,"
+            "ZONE:.metadata.labels.topology\\.kubernetes\\.io/zone,"
             + ("OS-IMAGE:.status.nodeInfo.osImage," if self.nodepool else "")
             + "GPU:.status.capacity.nvidia\\.com/gpu",
         )

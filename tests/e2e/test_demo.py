@@ -201,7 +201,7 @@ def test_make_demo_nodepool_scenario(tmp_path: Path) -> None:
         output.index("What Kubernetes and Azure show") : output.index("Kaito deletes the workspace")
     ]
     nodes = re.findall(
-        r"^\s+aks-\S+\s+True\s+\S+\s+Standard_NC24ads_A100_v4\s+CBL-Mariner/Linux\s+1\s*$", show, re.M
+        r"^\s+aks-\S+\s+True\s+\S+\s+Standard_NC24ads_A100_v4\s+\S+\s+CBL-Mariner/Linux\s+1\s*$", show, re.M
     )
     assert len(nodes) == 3, show
     pools = re.findall(
