@@ -78,6 +78,10 @@ def test_kaito_machine_flow_costs_one_put_and_one_delete(
     assert props["osDiskSizeGB"] == 120
     assert props["nodeLabels"]["kaito.sh/workspace"] == machine["metadata"]["labels"]["kaito.sh/workspace"]
 
+    # The controller's listing says the pool cannot exist: no GET before the (create-only) PUT.
+    first = arm.requests(path=f"/agentPools/{name}$")[0]
+    assert (first["method"], first["status"]) == ("PUT", 201), first
+
     delete_and_wait(cluster, "machine", name)
     arm.wait_pool_gone(name)
     assert arm.count("PUT", name) == 1
@@ -270,6 +274,9 @@ def test_a_claim_named_like_a_foreign_pool_never_touches_it(
             ),
         )
         assert "PoolNameConflict" in conditions(machine)["MachineLaunched"]["reason"]
+        # The controller's first listing (at its first create) has the pool: no PUT at all.
+        assert controller_puts(arm, name) == []
+        assert arm.pools()[name]["properties"]["tags"] == {"team": "someone-else"}
         delete_and_wait(cluster, "machine", name)
         after = get_json(cluster, "node", node["metadata"]["name"])
         assert after is not None and not after["metadata"].get("deletionTimestamp")
@@ -278,3 +285,39 @@ def test_a_claim_named_like_a_foreign_pool_never_touches_it(
     finally:
         arm.delete_pool(name)
         ctl.stop()
+
+
+def controller_puts(arm: FakeArm, pool: str) -> list[int]:
+    """The status of each PUT the controller (not the test) sent for ``pool``."""
+    puts = arm.requests("PUT", f"/agentPools/{pool}$")
+    return [r["status"] for r in puts if "gpu-provisioner" in (r.get("user_agent") or "")]
+
+
+def test_a_pool_made_after_the_listing_is_not_overwritten_by_a_create(
+    cluster: Cluster, controller: Controller, arm: FakeArm
+) -> None:
+    """Creates send no GET when the controller's listing says the pool cannot exist; a pool made by
+    someone else after that listing is still safe: the create-only PUT is refused (412)."""
+    first = random_claim_name()
+    create(cluster, controller.label(kaito_machine(first, instance_type=T4)))
+    wait_for("machine Ready", lambda: ready(cluster, "machine", first))  # the controller has listed
+    name = random_claim_name()
+    arm.put_pool(name, T4, {"team": "someone-else"})
+    try:
+        create(cluster, controller.label(kaito_machine(name, instance_type=T4)))
+        machine = wait_for(
+            "MachineLaunched False",
+            lambda: (
+                (m := get_json(cluster, "machine", name))
+                and condition_status(m, "MachineLaunched") == "False"
+                and m
+            ),
+        )
+        assert "PoolNameConflict" in conditions(machine)["MachineLaunched"]["reason"]
+        assert controller_puts(arm, name) == [412]
+        assert arm.pools()[name]["properties"]["tags"] == {"team": "someone-else"}
+        delete_and_wait(cluster, "machine", name)
+        delete_and_wait(cluster, "machine", first)
+        assert name in arm.pools() and arm.count("DELETE", name) == 0
+    finally:
+        arm.delete_pool(name)

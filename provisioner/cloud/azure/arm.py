@@ -113,9 +113,13 @@ class Arm:
             return None
         return _pool(pool, f"GET {name}")
 
-    async def put_pool(self, name: str, pool: AgentPool, *, version: str | None = None) -> AgentPool | None:
-        """Start a create or update; the pool as ARM accepted it, if its answer had one."""
+    async def put_pool(
+        self, name: str, pool: AgentPool, *, version: str | None = None, create_only: bool = False
+    ) -> AgentPool | None:
+        """Start a create or update; the pool as ARM accepted it, if its answer had one.
+        ``create_only``: ``If-None-Match: *``, refused (412 PreconditionFailed) if the pool exists."""
         s = self.settings
+        condition = {"match_condition": MatchConditions.IfMissing} if create_only else if_match(version)
         poller = await self._call(
             lambda: self._aks.agent_pools.begin_create_or_update(
                 s.resource_group,
@@ -123,7 +127,7 @@ class Arm:
                 name,
                 pool,
                 polling=False,
-                **if_match(version),
+                **condition,
                 **ONE_ATTEMPT,
             )
         )

@@ -1,10 +1,11 @@
-"""Small time-based caches shared by the SKU, quota and listing code."""
+"""Small time-based caches shared by the SKU, quota and listing code, and what the listings say of
+pool names."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 _T = TypeVar("_T")
@@ -90,3 +91,39 @@ class ExpiringSet:
     def __len__(self) -> int:
         now = self._clock()
         return sum(1 for until in self._until.values() if until > now)
+
+
+class PoolNames:
+    """Which agent pool names may exist, from this process's own listings and writes.
+
+    A name that is neither in the latest listing nor written by us since that listing began cannot
+    exist — unless someone else created it meanwhile, which the create-only PUT that follows
+    catches (412). So a create needs no GET of its own to find out whether an earlier attempt, or an
+    earlier process, already made the pool.
+    """
+
+    def __init__(self) -> None:
+        self._listed: frozenset[str] | None = None
+        self._written: dict[str, int] = {}  # name -> sequence number of our latest write
+        self._seq = 0
+
+    def listing_started(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def listed(self, started: int, names: Iterable[str]) -> None:
+        """A listing that began at ``started`` (``listing_started``) returned ``names``."""
+        self._listed = frozenset(names)
+        self._written = {n: seq for n, seq in self._written.items() if seq >= started}
+
+    def written(self, name: str) -> None:
+        """We are about to write ``name`` (it may exist from now on, whatever the answer)."""
+        self._seq += 1
+        self._written[name] = self._seq
+
+    @property
+    def listed_once(self) -> bool:
+        return self._listed is not None
+
+    def surely_absent(self, name: str) -> bool:
+        return self._listed is not None and name not in self._listed and name not in self._written

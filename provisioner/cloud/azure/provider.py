@@ -13,6 +13,7 @@ queue retries the claim with backoff instead of a worker sleeping.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from provisioner import __version__
 from provisioner.cloud.azure import mapping
 from provisioner.cloud.azure.arm import Arm
 from provisioner.cloud.azure.auth import build_credential, credential_kind
-from provisioner.cloud.azure.cache import Clock, TtlValue
+from provisioner.cloud.azure.cache import Clock, PoolNames, TtlValue
 from provisioner.cloud.azure.errors import all_failed, from_exception
 from provisioner.cloud.azure.labels import TAG_CLUSTER
 from provisioner.cloud.azure.nodes import pool_of_node
@@ -98,7 +99,8 @@ class AzureCloud:
             user_agent=f"gpu-provisioner/{__version__} ({context.identity})" if context.identity else "",
         )
         self._skus: TtlValue[dict[str, SkuFacts]] = TtlValue(self._load_skus, s.sku_cache_seconds, clock)
-        self._pools: TtlValue[list[AgentPool]] = TtlValue(self._arm.list_pools, s.list_cache_seconds, clock)
+        self._names = PoolNames()
+        self._pools: TtlValue[list[AgentPool]] = TtlValue(self._list_pools, s.list_cache_seconds, clock)
         self._quota = QuotaChecker(
             self._load_usages,
             ttl=s.usage_cache_seconds,
@@ -143,10 +145,21 @@ class AzureCloud:
                 "UnknownVMSize",
             )
         name = mapping.instance_name(request.name)
-        existing = await self._arm.get_pool(name)
-        if existing is not None:
-            return await self._existing(existing, request)
+        if not self._names.listed_once:
+            # One listing (shared by every create waiting for it) instead of a GET per create.
+            with contextlib.suppress(CloudError):
+                await self._pools.get()
+        if not self._names.surely_absent(name):  # else no GET: the create-only PUT finds out
+            existing = await self._arm.get_pool(name)
+            if existing is not None:
+                return await self._existing(existing, request)
         return await self._create_new(name, request, skus)
+
+    async def _list_pools(self) -> builtins.list[AgentPool]:
+        started = self._names.listing_started()
+        pools = await self._arm.list_pools()
+        self._names.listed(started, (p.name for p in pools if p.name))
+        return pools
 
     async def get(self, name: str) -> Instance:
         pool = await self._arm.get_pool(name)
@@ -339,8 +352,9 @@ class AzureCloud:
             spec = mapping.build_pool(request, s, vm_size, facts, zones)
             trust = " (VM size not checked: the SKU listing is denied)" if skus is None else ""
             log.info("creating agent pool %s (%s, zones %s)%s", name, vm_size, list(zones) or "any", trust)
+            self._names.written(name)
             try:
-                accepted = await self._arm.put_pool(name, AgentPool(spec.body))
+                accepted = await self._arm.put_pool(name, AgentPool(spec.body), create_only=True)
             except CloudError as e:
                 self._quota.release(name)  # nothing was created: the vCPUs are free again
                 if isinstance(e, InsufficientCapacity):
@@ -348,9 +362,9 @@ class AzureCloud:
                     e.instance_type = e.instance_type or vm_size
                     failures.append((vm_size, e))
                     continue
-                if e.code != "OperationNotAllowed":
+                if e.code not in ("OperationNotAllowed", "PreconditionFailed"):
                     raise
-                # Someone (another replica, an earlier attempt) is already creating it.
+                # It exists: an earlier attempt or process made it, or is still creating it.
                 existing = await self._arm.get_pool(name)
                 if existing is None:
                     raise
