@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from fakes import skus
+from fakes.arm.hooks import node_internal_ip
 from fakes.kubewatch import list_and_watch, watch_events
 from provisioner.cloud import GPU_RESOURCE, CapacityType, Instance
 from provisioner.kube import (
@@ -78,8 +79,6 @@ DEFAULT_OS_DISK_GIB = 128
 DEFAULT_LOCATION = "eastus"
 DEFAULT_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_IMAGE_VERSION = "AKSUbuntu-2204gen2containerd-202501.12.0"
-#: The AKS default node subnet; Nodes get an InternalIP in it.
-NODE_SUBNET_PREFIX = "10.224"
 #: The AKS default pod CIDR (Azure CNI overlay / kubenet).
 POD_CIDR_PREFIX = "10.244"
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -226,9 +225,9 @@ class NodeSpec:
 
     @property
     def internal_ip(self) -> str:
-        """A stable address in the AKS node subnet 10.224.0.0/16 (never .0-.3 or .255)."""
-        h = zlib.crc32(self.name.encode())
-        return f"{NODE_SUBNET_PREFIX}.{(h >> 8) & 0xFF}.{4 + h % 250}"
+        """A stable address in the AKS node subnet 10.224.0.0/16 (the fake ARM's machines API
+        reports the same address for the VM)."""
+        return node_internal_ip(self.name)
 
 
 def parse_taint(text: str) -> dict[str, str]:
@@ -318,7 +317,7 @@ def spec_from_instance(
 
 
 def specs_from_pool(pool: PoolInfo) -> list[NodeSpec]:
-    """The Nodes of a fake ARM agent pool, one per instance of its ``count``."""
+    """The Nodes of a fake ARM agent pool, one per scale set instance (``pool.instances()``)."""
     sku = skus.get_sku(pool.vm_size)
     max_pods = int(pool.properties.get("maxPods") or DEFAULT_MAX_PODS)
     capacity = _capacity(sku, pool.os_disk_size_gb or DEFAULT_OS_DISK_GIB, max_pods)
@@ -329,7 +328,7 @@ def specs_from_pool(pool: PoolInfo) -> list[NodeSpec]:
     if spot:
         taints.append({"key": SPOT_LABEL, "value": "spot", "effect": "NoSchedule"})
     specs = []
-    for index in range(pool.count):
+    for index in pool.instances():
         name = pool.node_name(index)
         zone = pool.zone_of(index) or "0"
         labels = dict(pool.node_labels)

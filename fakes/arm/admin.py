@@ -13,7 +13,10 @@
 ``POST /_fake/quota``                        ``{"location", "limits": {family: n}, "baseline": {...}}``
                                              or ``{"location", "family", "limit"}``
 ``GET|POST /_fake/settings``                 ``latency`` {create, update, delete}, ``page_size``,
-                                             ``lro_retry_after``, ``auto_create_clusters``,
+                                             ``lro_retry_after`` (seconds or null),
+                                             ``max_pools_per_cluster``,
+                                             ``serialize_pool_operations``,
+                                             ``auto_create_clusters``,
                                              ``denied_actions`` (RBAC actions answered 403)
 ``GET /_fake/pools``                         every pool with its state and running operation
 ``POST /_fake/operations/{id}``              finish a running operation now: ``{"status":
@@ -159,6 +162,8 @@ class AdminRoutes:
             "latency": dataclasses.asdict(self.arm.store.latency),
             "page_size": self.arm.aks.page_size,
             "lro_retry_after": self.arm.config.lro_retry_after,
+            "max_pools_per_cluster": self.arm.config.max_pools_per_cluster,
+            "serialize_pool_operations": self.arm.config.serialize_pool_operations,
             "auto_create_clusters": self.arm.config.auto_create_clusters,
             "denied_actions": list(self.arm.authorizer.denied),
         }
@@ -174,6 +179,8 @@ class AdminRoutes:
             "latency",
             "page_size",
             "lro_retry_after",
+            "max_pools_per_cluster",
+            "serialize_pool_operations",
             "auto_create_clusters",
             "denied_actions",
         }
@@ -190,7 +197,19 @@ class AdminRoutes:
                 self.arm.aks.page_size = size
             if "lro_retry_after" in body:
                 value = body["lro_retry_after"]
+                if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
+                    raise ValueError("lro_retry_after must be a whole number of seconds (0 or more) or null")
                 self.arm.config.lro_retry_after = None if value is None else int(value)
+            if "max_pools_per_cluster" in body:
+                limit = body["max_pools_per_cluster"]
+                if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                    raise ValueError("max_pools_per_cluster must be a whole number, at least 1")
+                self.arm.config.max_pools_per_cluster = limit
+            if "serialize_pool_operations" in body:
+                serialize = body["serialize_pool_operations"]
+                if not isinstance(serialize, bool):
+                    raise ValueError("serialize_pool_operations must be true or false")
+                self.arm.config.serialize_pool_operations = serialize
             if "auto_create_clusters" in body:
                 self.arm.config.auto_create_clusters = bool(body["auto_create_clusters"])
             if "denied_actions" in body:

@@ -1,9 +1,11 @@
-"""The Microsoft.ContainerService endpoints: managed cluster GET, agent pools, operation status.
+"""The Microsoft.ContainerService endpoints: managed cluster GET, agent pools, their machines,
+deleteMachines, operation status.
 
 Wire behaviour follows ARM's async-operation contract as the SDK's ``AsyncARMPolling`` consumes it:
-a write answers at once (PUT 201 new / 200 update, DELETE 202) with ``Azure-AsyncOperation`` and
-``Location`` headers; the client polls the operation status until ``Succeeded``/``Failed`` and,
-for a PUT, reads the pool again.
+a write answers at once (PUT 201 new / 200 update, DELETE 202, POST deleteMachines 202) with
+``Azure-AsyncOperation`` and ``Location`` headers and, as AKS, ``Retry-After`` (config
+``lro_retry_after``, 1 s by default), which the SDK's poller waits between polls; the client polls
+the operation status until ``Succeeded``/``Failed`` and, for a PUT, reads the pool again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class AksRoutes:
         router.add("GET", f"{_CLUSTER}/agentPools/{{pool}}", self.get_pool)
         router.add("PUT", f"{_CLUSTER}/agentPools/{{pool}}", self.put_pool)
         router.add("DELETE", f"{_CLUSTER}/agentPools/{{pool}}", self.delete_pool)
+        router.add("POST", f"{_CLUSTER}/agentPools/{{pool}}/deleteMachines", self.delete_machines)
+        router.add("GET", f"{_CLUSTER}/agentPools/{{pool}}/machines", self.list_machines)
+        router.add("GET", f"{_CLUSTER}/agentPools/{{pool}}/machines/{{machine}}", self.get_machine)
         router.add("GET", f"{_OPERATIONS}/operations/{{op}}", self.operation_status)
         router.add("GET", f"{_OPERATIONS}/operationresults/{{op}}", self.operation_result)
 
@@ -70,9 +75,8 @@ class AksRoutes:
     async def get_cluster(self, request: web.Request, params: Params) -> web.StreamResponse:
         return arm_json(self.store.cluster_json(self._cluster(params)))
 
-    async def list_pools(self, request: web.Request, params: Params) -> web.StreamResponse:
-        cluster = self._cluster(params)
-        pools = self.store.list(cluster)
+    def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+        """One page of a listing; the next is reached through ``nextLink`` (``$skiptoken``)."""
         token = request.query.get("$skiptoken") or request.query.get("$skipToken") or "0"
         try:
             start = int(token)
@@ -80,14 +84,17 @@ class AksRoutes:
             raise ArmError(
                 400, "InvalidParameter", f"The value '{token}' of $skiptoken is invalid."
             ) from None
-        page = pools[start : start + self.page_size]
-        body: dict[str, Any] = {"value": [p.to_json() for p in page]}
-        if start + self.page_size < len(pools):
+        body: dict[str, Any] = {"value": items[start : start + self.page_size]}
+        if start + self.page_size < len(items):
             body["nextLink"] = (
                 f"{base_url(request)}{request.path}?api-version={request.query.get('api-version', '')}"
                 f"&$skiptoken={start + self.page_size}"
             )
         return arm_json(body)
+
+    async def list_pools(self, request: web.Request, params: Params) -> web.StreamResponse:
+        pools = self.store.list(self._cluster(params))
+        return self._page(request, [p.to_json() for p in pools])
 
     async def get_pool(self, request: web.Request, params: Params) -> web.StreamResponse:
         pool = self.store.get(self._cluster(params), params["pool"])
@@ -113,6 +120,20 @@ class AksRoutes:
             return web.Response(status=204)
         return web.Response(status=202, headers=self._lro_headers(request, result.operation))
 
+    async def delete_machines(self, request: web.Request, params: Params) -> web.StreamResponse:
+        cluster = self._cluster(params)
+        body = await read_json_body(request)
+        result = self.store.delete_machines(cluster, params["pool"], body)
+        assert result.operation is not None
+        return web.Response(status=202, headers=self._lro_headers(request, result.operation))
+
+    async def list_machines(self, request: web.Request, params: Params) -> web.StreamResponse:
+        machines = self.store.machines(self._cluster(params), params["pool"])
+        return self._page(request, machines)
+
+    async def get_machine(self, request: web.Request, params: Params) -> web.StreamResponse:
+        return arm_json(self.store.machine(self._cluster(params), params["pool"], params["machine"]))
+
     async def operation_status(self, request: web.Request, params: Params) -> web.StreamResponse:
         op = self._operation(params)
         headers: dict[str, str] = {}
@@ -128,6 +149,6 @@ class AksRoutes:
             error = op.error or {"code": "OperationCanceled", "message": "The operation was canceled."}
             return arm_json({"error": error}, status=400)
         pool = self.store.pools.get(op.pool_key)
-        if op.kind == "delete" or pool is None:
+        if op.kind in ("delete", "deleteMachines") or pool is None:
             return web.Response(status=204)
         return self._pool_response(pool)

@@ -56,7 +56,17 @@ _ROUTES: tuple[_Route, ...] = (
         "Microsoft.ContainerService/managedClusters/agentPools/read",
     ),
     _route(
+        "GET",
+        _CLUSTER + r"/agentPools/[^/]+/machines(/[^/]+)?",
+        "Microsoft.ContainerService/managedClusters/agentPools/machines/read",
+    ),
+    _route(
         "PUT", _CLUSTER + r"/agentPools/[^/]+", "Microsoft.ContainerService/managedClusters/agentPools/write"
+    ),
+    _route(
+        "POST",
+        _CLUSTER + r"/agentPools/[^/]+/deleteMachines",
+        "Microsoft.ContainerService/managedClusters/agentPools/deleteMachines/action",
     ),
     _route(
         "DELETE",

@@ -8,6 +8,8 @@ Example (every key optional)::
       "latency": {"create": 0.2, "update": 0.2, "delete": 0.2},
       "page_size": 10,
       "max_pools_per_cluster": 100,
+      "lro_retry_after": 1,
+      "serialize_pool_operations": true,
       "quota": {"eastus": {"standardNCADSA100v4Family": 24, "cores": 100}},
       "baseline_usage": {"eastus": {"cores": 8}},
       "faults": [{"action": "throttle", "method": "PUT", "path": "/agentPools/", "count": 2},
@@ -66,7 +68,9 @@ class Latency:
     delete: float = 2.0
 
     def for_operation(self, operation: str) -> float:
-        return float(getattr(self, operation))
+        """``create``, ``update`` (a count change too) or ``delete``; a deleteMachines takes as
+        long as an update."""
+        return float(getattr(self, "update" if operation == "deleteMachines" else operation))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Latency:
@@ -80,8 +84,9 @@ class FakeArmConfig:
     #: Any cluster path that is asked for exists (in ``DEFAULT_LOCATION``); off = unknown clusters 404.
     auto_create_clusters: bool = False
     latency: Latency = field(default_factory=Latency)
-    #: Agent pools per page of a list; further pages are reached through ``nextLink``.
+    #: Agent pools (and machines) per page of a list; further pages are reached through ``nextLink``.
     page_size: int = 10
+    #: Agent pools one managed cluster may have (AKS: 100); a create beyond it is refused.
     max_pools_per_cluster: int = 100
     #: vCPU limits per location and quota family (``"*"`` applies to every location); these override
     #: the catalog defaults of ``fakes.skus.default_quotas()``.
@@ -96,9 +101,14 @@ class FakeArmConfig:
     #: client_id -> client_secret; when non-empty, secrets are checked (assertions are accepted
     #: for any client listed). Empty: every client is accepted.
     clients: dict[str, str] = field(default_factory=dict)
-    #: ``Retry-After`` (seconds) on LRO responses and operation status polls; None = not sent
-    #: (the SDK then polls at its ``polling_interval``).
-    lro_retry_after: int | None = None
+    #: ``Retry-After`` (seconds) on LRO responses and operation status polls, as AKS sends it (the
+    #: SDK's poller then waits that long between polls); None (``null``) = not sent, the SDK polls
+    #: at its own ``polling_interval``.
+    lro_retry_after: int | None = 1
+    #: One operation per agent pool at a time, as AKS: a PUT, DELETE or deleteMachines while an
+    #: operation on the pool runs is answered 409 ``OperationNotAllowed``. Off: the new operation
+    #: is accepted and the running one ends ``Canceled`` (a cloud without AKS' serialization).
+    serialize_pool_operations: bool = True
     #: RBAC actions the caller is not granted: answered 403 AuthorizationFailed (see
     #: ``fakes.arm.authorization``; e.g. the subscription reads a cluster-only Contributor lacks).
     denied_actions: list[str] = field(default_factory=list)
@@ -135,6 +145,14 @@ class FakeArmConfig:
             raise ConfigError("page_size must be at least 1")
         if self.max_pools_per_cluster < 1:
             raise ConfigError("max_pools_per_cluster must be at least 1")
+        if self.lro_retry_after is not None and (
+            isinstance(self.lro_retry_after, bool)
+            or not isinstance(self.lro_retry_after, int)
+            or self.lro_retry_after < 0
+        ):
+            raise ConfigError("lro_retry_after must be a whole number of seconds (0 or more) or null")
+        if not isinstance(self.serialize_pool_operations, bool):
+            raise ConfigError("serialize_pool_operations must be true or false")
         if not isinstance(self.denied_actions, list) or not all(
             isinstance(a, str) and a.count("/") >= 2 for a in self.denied_actions
         ):

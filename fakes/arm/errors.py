@@ -164,7 +164,9 @@ def _timestamp() -> str:
 
 
 def operation_not_allowed(pool: str, running: str) -> ArmError:
-    """AKS' 409 for a write while another operation on the same pool is in progress."""
+    """AKS' 409 for a write (PUT, DELETE, deleteMachines) while another operation on the same pool
+    is in progress; ``running`` is the pool's provisioningState (Creating, Updating, Scaling,
+    Deleting). The wording is AKS' own, as its CLI and SDK users report it."""
     return ArmError(
         409,
         OPERATION_NOT_ALLOWED,
@@ -172,6 +174,32 @@ def operation_not_allowed(pool: str, running: str) -> ArmError:
         "wait for it to finish before starting a new operation. See https://aka.ms/aks-pending-operation "
         "for more details",
     )
+
+
+def pool_limit_exceeded(cluster: str, limit: int) -> ArmError:
+    """A create that would take a managed cluster past its agent pool limit (AKS: 100 per cluster,
+    the ``maxAgentPools`` the cluster reports). AKS refuses it up front as an invalid parameter."""
+    return ArmError(
+        400,
+        INVALID_PARAMETER,
+        f"The number of agent pools in managed cluster '{cluster}' cannot exceed {limit}: the cluster "
+        f"already has {limit}. Delete an agent pool first. See https://aka.ms/aks/quotas-skus-regions "
+        "for the limits of AKS.",
+    )
+
+
+def machines_not_found(pool: str, names: list[str]) -> ArmError:
+    """deleteMachines named machines the agent pool does not have."""
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return invalid_parameter(
+        "machineNames",
+        f"The machine(s) {quoted} could not be found in agent pool '{pool}'. Use the machines API "
+        "(GET .../agentPools/{agentPoolName}/machines) to list the machines of an agent pool.",
+    )
+
+
+def machine_not_found(machine: str, pool: str) -> ArmError:
+    return ArmError(404, NOT_FOUND, f"Could not find machine '{machine}' in agent pool '{pool}'.")
 
 
 def invalid_parameter(target: str, message: str) -> ArmError:

@@ -6,8 +6,9 @@ Two kinds of rule, both JSON-friendly (``/_fake/faults``, the ``faults`` list of
   ``Retry-After``), ``error`` (any status, ARM body), ``drop`` (close the connection without
   answering), ``delay`` (answer late) and ``corrupt`` (a malformed answer, one of the ``kinds`` in
   ``fakes.arm.corruption.KINDS``, all of them by default, taken in a seeded cycle).
-* **pool** rules act on agent pool operations, matched by operation and glob patterns on the pool
-  name and vmSize: ``reject`` (the PUT/DELETE itself fails with an ARM error), ``fail`` (the
+* **pool** rules act on agent pool operations (``create``, ``update`` — a count change included —,
+  ``delete``, ``deleteMachines``), matched by operation and glob patterns on the pool name and
+  vmSize: ``reject`` (the PUT/DELETE/POST itself fails with an ARM error), ``fail`` (the
   long-running operation fails late: provisioningState Failed, operation status Failed), ``stuck``
   (the operation never finishes) and ``latency`` (the operation takes this long).
 
@@ -35,11 +36,11 @@ from fakes.arm.corruption import KINDS, KindCycle
 
 HttpAction = Literal["throttle", "error", "drop", "delay", "corrupt"]
 PoolAction = Literal["reject", "fail", "stuck", "latency"]
-PoolOperation = Literal["create", "update", "delete"]
+PoolOperation = Literal["create", "update", "delete", "deleteMachines"]
 
 HTTP_ACTIONS: frozenset[str] = frozenset({"throttle", "error", "drop", "delay", "corrupt"})
 POOL_ACTIONS: frozenset[str] = frozenset({"reject", "fail", "stuck", "latency"})
-POOL_OPERATIONS: frozenset[str] = frozenset({"create", "update", "delete"})
+POOL_OPERATIONS: frozenset[str] = frozenset({"create", "update", "delete", "deleteMachines"})
 
 _ids = itertools.count(1)
 

@@ -7,8 +7,9 @@ An observer is any object with two coroutines::
         async def on_pool_deleted(self, pool: PoolInfo) -> None: ...   # pool is gone
 
 ``on_pool_running`` is called each time an operation leaves a pool in ``Succeeded`` (after the
-create, and again after an update such as a count change); ``on_pool_deleted`` once the delete
-finished and the pool no longer exists. Calls run as background tasks of the server's event loop:
+create, and again after an update such as a count change or a deleteMachines); the pool's
+``instance_ids`` then say which scale set VMs exist, so an observer adds the new ones and removes
+the ones gone. ``on_pool_deleted`` is called once the delete finished and the pool no longer exists. Calls run as background tasks of the server's event loop:
 they never delay an HTTP answer, and an exception is logged, not propagated.
 
 Register observers with ``FakeArm(observers=[...])`` / ``FakeArm.add_observer``, or from the command
@@ -20,12 +21,22 @@ observer with an async ``close()`` is closed when the server stops.
 from __future__ import annotations
 
 import hashlib
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_OBSERVER_FACTORY = "fakes.simulator:create_observer"
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The AKS default node subnet; a node's InternalIP (and its machine's IP) is in it.
+NODE_SUBNET_PREFIX = "10.224"
+
+
+def node_internal_ip(node_name: str) -> str:
+    """A stable address in the AKS node subnet 10.224.0.0/16 (never .0-.3 or .255)."""
+    h = zlib.crc32(node_name.encode())
+    return f"{NODE_SUBNET_PREFIX}.{(h >> 8) & 0xFF}.{4 + h % 250}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,14 @@ class PoolInfo:
     tags: dict[str, str] = field(default_factory=dict)
     #: The agent pool's ``properties`` exactly as a GET returns them.
     properties: dict[str, Any] = field(default_factory=dict)
+    #: Scale set instance ids of the pool's VMs. A scale-out adds ids never used in the pool before
+    #: (VMSS does not reuse them), a scale-in removes the highest, deleteMachines exactly the ones
+    #: named. None: ``0 .. count-1`` (a pool that never changed size).
+    instance_ids: tuple[int, ...] | None = None
+
+    def instances(self) -> Sequence[int]:
+        """The instance ids of the pool's VMs, lowest first."""
+        return self.instance_ids if self.instance_ids is not None else range(self.count)
 
     @property
     def vmss_id(self) -> str:
@@ -71,6 +90,17 @@ class PoolInfo:
     def node_name(self, index: int = 0) -> str:
         """The Kubernetes node name of scale set instance ``index`` (``aks-<pool>-<id>-vmss000000``)."""
         return f"{self.vmss_name}{_base36(index, 6)}"
+
+    def machine_names(self) -> list[str]:
+        """The AKS machine names of the pool's VMs (the same as their node names)."""
+        return [self.node_name(i) for i in self.instances()]
+
+    def vm_resource_id(self, index: int = 0) -> str:
+        """The ARM id of scale set instance ``index`` (a machine's ``properties.resourceId``)."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.node_resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.vmss_name}/virtualMachines/{index}"
+        )
 
     def provider_id(self, index: int = 0) -> str:
         """The node's ``spec.providerID``; AKS lowercases the node resource group in it."""

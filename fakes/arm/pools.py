@@ -1,14 +1,25 @@
 """Agent pools and their long-running operations: the state machine behind the AKS endpoints.
 
 States: a create starts ``Creating`` and ends ``Succeeded`` (or ``Failed``) after the create
-latency; an update goes through ``Updating``; a delete goes through ``Deleting`` and then the pool
-is gone. Only one operation runs on a pool at a time; a write during it is refused with AKS' 409.
+latency; an update goes through ``Updating`` — ``Scaling`` when only ``count`` changes — and a
+deleteMachines through ``Scaling``, both for the update latency; a delete goes through ``Deleting``
+and then the pool is gone. As on AKS only one operation runs on a pool at a time: a PUT, DELETE or
+deleteMachines during it is refused with 409 ``OperationNotAllowed`` (``serialize_pool_operations``
+off: the new operation is accepted and the running one ends ``Canceled``).
+
+Each pool keeps the scale set instance ids of its VMs, as VMSS numbers them: a create makes
+``0 .. count-1``, a scale-out adds ids never used in the pool before, a scale-in removes the
+highest ids (what a blind scale-down of a scale set does), deleteMachines removes exactly the
+machines named. The machines exist once the operation that makes them has succeeded; the
+observers hear of every such change (``on_pool_running``).
+
 Every change happens synchronously inside one event-loop step, so no locking is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import dataclasses
 import datetime as dt
@@ -28,23 +39,26 @@ from fakes.arm.errors import (
     default_message,
     error_object,
     invalid_parameter,
+    machine_not_found,
+    machines_not_found,
     operation_not_allowed,
+    pool_limit_exceeded,
     pool_not_found,
     resource_not_found,
 )
 from fakes.arm.faults import FaultSet, PoolFault
-from fakes.arm.hooks import PoolInfo
+from fakes.arm.hooks import PoolInfo, node_internal_ip
 from fakes.arm.quota import QuotaBook, demand_of
 
 log = logging.getLogger(__name__)
 
-OperationKind = Literal["create", "update", "delete"]
+OperationKind = Literal["create", "update", "delete", "deleteMachines"]
 OperationStatus = Literal["InProgress", "Succeeded", "Failed", "Canceled"]
 POOL_TYPE = "Microsoft.ContainerService/managedClusters/agentPools"
+MACHINE_TYPE = "Microsoft.ContainerService/managedClusters/agentPools/machines"
 CLUSTER_TYPE = "Microsoft.ContainerService/managedClusters"
-_RUNNING_STATE = {"create": "Creating", "update": "Updating", "delete": "Deleting"}
 #: States in which a pool's VMs exist and count against quota.
-_CONSUMING = frozenset({"Creating", "Updating", "Succeeded", "Deleting"})
+_CONSUMING = frozenset({"Creating", "Updating", "Scaling", "Succeeded", "Deleting"})
 _READ_ONLY = ("provisioningState", "currentOrchestratorVersion", "nodeImageVersion", "eTag", "powerState")
 _MAX_FINISHED_OPERATIONS = 10_000
 
@@ -94,6 +108,8 @@ class Operation:
     error: dict[str, Any] | None = None
     #: Fault that decides how it ends (``fail``/``stuck``), if any.
     fault: PoolFault | None = None
+    #: Instance ids a deleteMachines removes.
+    machines: tuple[int, ...] = ()
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def status_body(self) -> dict[str, Any]:
@@ -112,6 +128,10 @@ class Pool:
     properties: dict[str, Any]
     etag: str = field(default_factory=lambda: str(uuid.uuid4()))
     operation: Operation | None = None
+    #: Scale set instance ids of the VMs that exist (see the module docstring).
+    instance_ids: list[int] = field(default_factory=list)
+    #: The id the next new VM gets: VMSS never hands out an id twice.
+    next_instance_id: int = 0
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -171,7 +191,30 @@ class Pool:
             node_taints=tuple(p.get("nodeTaints") or ()),
             tags=dict(p.get("tags") or {}),
             properties=copy.deepcopy(p),
+            instance_ids=tuple(sorted(self.instance_ids)),
         )
+
+    def machine_json(self, info: PoolInfo, index: int) -> dict[str, Any]:
+        """Scale set instance ``index`` as the AKS machines API shows it (``info`` is ``self.info()``)."""
+        name = info.node_name(index)
+        body: dict[str, Any] = {
+            "id": f"{self.id}/machines/{name}",
+            "name": name,
+            "type": MACHINE_TYPE,
+            "properties": {
+                "resourceId": info.vm_resource_id(index),
+                "network": {"ipAddresses": [{"family": "IPv4", "ip": node_internal_ip(name)}]},
+            },
+        }
+        zones = info.availability_zones
+        if zones:
+            body["zones"] = [zones[index % len(zones)]]
+        return body
+
+    def machine_ids(self) -> dict[str, int]:
+        """Machine name -> instance id, for the VMs that exist."""
+        info = self.info()
+        return {info.node_name(i): i for i in sorted(self.instance_ids)}
 
 
 @dataclass(frozen=True)
@@ -269,6 +312,7 @@ class PoolStore:
                 "dnsPrefix": c.name,
                 "fqdn": f"{c.name}-dns-{cluster.key[0][:8]}.hcp.{c.location}.azmk8s.io",
                 "agentPoolProfiles": profiles,
+                "maxAgentPools": self.config.max_pools_per_cluster,
                 "nodeResourceGroup": c.effective_node_resource_group,
                 "enableRBAC": True,
                 "networkProfile": {"networkPlugin": "azure", "networkPluginMode": "overlay"},
@@ -287,6 +331,19 @@ class PoolStore:
 
     def list(self, cluster: Cluster) -> list[Pool]:
         return sorted((p for p in self.pools.values() if p.cluster is cluster), key=lambda p: p.name)
+
+    def machines(self, cluster: Cluster, name: str) -> builtins.list[dict[str, Any]]:
+        """The machines (scale set VMs) of pool ``name``, lowest instance id first."""
+        pool = self.get(cluster, name)
+        info = pool.info()
+        return [pool.machine_json(info, i) for i in info.instances()]
+
+    def machine(self, cluster: Cluster, name: str, machine: str) -> dict[str, Any]:
+        pool = self.get(cluster, name)
+        index = pool.machine_ids().get(machine.lower())
+        if index is None:
+            raise machine_not_found(machine, name)
+        return pool.machine_json(pool.info(), index)
 
     def usage(self, subscription_id: str, location: str) -> dict[str, int]:
         """vCPUs in use per quota name by this subscription's pools in ``location``."""
@@ -327,8 +384,7 @@ class PoolStore:
     ) -> WriteResult:
         existing = self.pools.get((*cluster.key, name))
         _check_preconditions(existing, if_match, if_none_match)
-        if existing is not None and existing.operation is not None:
-            raise operation_not_allowed(name, existing.state)
+        self._check_idle(existing)
         raw = body.get("properties")
         if raw is None:
             raw = {}
@@ -348,18 +404,20 @@ class PoolStore:
             ctx, skus.get_sku(props["vmSize"]), list(props.get("availabilityZones") or [])
         )
         if existing is None and len(self.list(cluster)) >= self.config.max_pools_per_cluster:
-            raise invalid_parameter(
-                "agentPoolProfile.name",
-                f"The number of agent pools in managed cluster '{cluster.config.name}' cannot exceed "
-                f"{self.config.max_pools_per_cluster}.",
-            )
+            raise pool_limit_exceeded(cluster.config.name, self.config.max_pools_per_cluster)
         kind: OperationKind = "create" if existing is None else "update"
         outcome, latency = self.faults.take_pool(kind, name, props["vmSize"])
         if outcome is not None and outcome.action == "reject":
             raise self._fault_error(outcome, ctx, props, sku, existing)
         self._check_quota(ctx, props, sku, existing)
 
-        props["provisioningState"] = _RUNNING_STATE[kind]
+        if existing is None:
+            running = "Creating"
+        elif _only_count_changed(existing.properties, props):
+            running = "Scaling"
+        else:
+            running = "Updating"
+        props["provisioningState"] = running
         if existing is None:
             pool = Pool(cluster=cluster, name=name, properties=props)
             self.pools[pool.key] = pool
@@ -380,14 +438,43 @@ class PoolStore:
                 raise ArmError(412, "PreconditionFailed", f"Agent pool '{name}' does not exist (If-Match).")
             return WriteResult(204, None, None)
         _check_preconditions(pool, if_match, None)
-        if pool.operation is not None:
-            raise operation_not_allowed(name, pool.state)
+        self._check_idle(pool)
         outcome, latency = self.faults.take_pool("delete", name, pool.vm_size)
         ctx = self._context(cluster, name, pool.properties)
         if outcome is not None and outcome.action == "reject":
             raise self._fault_error(outcome, ctx, pool.properties, skus.get_sku(pool.vm_size), pool)
         pool.properties["provisioningState"] = "Deleting"
         op = self._start(pool, "delete", outcome, latency)
+        return WriteResult(202, pool, op)
+
+    def delete_machines(self, cluster: Cluster, name: str, body: Mapping[str, Any]) -> WriteResult:
+        """Start removing exactly the machines ``body["machineNames"]`` names from pool ``name``;
+        its ``count`` goes down by as many at once, the VMs are gone when the operation ends."""
+        pool = self.get(cluster, name)
+        raw = body.get("machineNames")
+        if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and n for n in raw):
+            raise invalid_parameter(
+                "machineNames",
+                "The request body must contain 'machineNames', a non-empty list of machine names.",
+            )
+        self._check_idle(pool)
+        by_name = pool.machine_ids()
+        wanted = list(dict.fromkeys(n.lower() for n in raw))  # in order, each once
+        unknown = [n for n in raw if n.lower() not in by_name]
+        if unknown:
+            raise machines_not_found(name, list(dict.fromkeys(unknown)))
+        props = copy.deepcopy(pool.properties)
+        props["count"] = max(pool.count - len(wanted), 0)
+        validation.check_properties(props)  # a System pool keeps at least one node
+        outcome, latency = self.faults.take_pool("deleteMachines", name, pool.vm_size)
+        if outcome is not None and outcome.action == "reject":
+            ctx = self._context(cluster, name, pool.properties)
+            raise self._fault_error(outcome, ctx, pool.properties, skus.get_sku(pool.vm_size), pool)
+        props["provisioningState"] = "Scaling"
+        pool.properties = props
+        pool.etag = str(uuid.uuid4())
+        pool.properties["eTag"] = pool.etag
+        op = self._start(pool, "deleteMachines", outcome, latency, machines=tuple(by_name[n] for n in wanted))
         return WriteResult(202, pool, op)
 
     def finish(
@@ -520,8 +607,18 @@ class PoolStore:
         message = fault.message or default_message(code, self._fault_context(ctx, props, sku, existing))
         return ArmError(fault.status, code, message)
 
+    def _check_idle(self, pool: Pool | None) -> None:
+        """AKS' serialization: no second operation on a pool while one runs."""
+        if pool is not None and pool.operation is not None and self.config.serialize_pool_operations:
+            raise operation_not_allowed(pool.name, pool.state)
+
     def _start(
-        self, pool: Pool, kind: OperationKind, fault: PoolFault | None, latency: float | None
+        self,
+        pool: Pool,
+        kind: OperationKind,
+        fault: PoolFault | None,
+        latency: float | None,
+        machines: tuple[int, ...] = (),
     ) -> Operation:
         c = pool.cluster.config
         op = Operation(
@@ -531,15 +628,29 @@ class PoolStore:
             subscription_id=c.subscription_id,
             location=c.location,
             fault=fault,
+            machines=machines,
         )
         self.operations[op.id] = op
         self._trim_operations()
+        if pool.operation is not None:  # only without serialization: the new one takes over
+            self._cancel(pool.operation, op)
         pool.operation = op
         if fault is not None and fault.action == "stuck":
             return op
         delay = latency if latency is not None else self.latency.for_operation(kind)
         op.timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._complete, op.id)
         return op
+
+    @staticmethod
+    def _cancel(op: Operation, by: Operation) -> None:
+        if op.timer is not None:
+            op.timer.cancel()
+            op.timer = None
+        op.status = "Canceled"
+        op.ended = _now()
+        op.error = error_object(
+            "Canceled", f"The operation was overriden and canceled by a later operation {by.id}."
+        )
 
     def _complete(self, op_id: str) -> None:
         op = self.operations.get(op_id)
@@ -573,6 +684,10 @@ class PoolStore:
             del self.pools[pool.key]
             self._notify("deleted", pool.info())
             return
+        if op.kind == "deleteMachines":
+            pool.instance_ids = [i for i in pool.instance_ids if i not in op.machines]
+        else:
+            _settle_instances(pool)
         pool.properties["provisioningState"] = "Succeeded"
         pool.etag = str(uuid.uuid4())
         pool.properties["eTag"] = pool.etag
@@ -585,6 +700,26 @@ class PoolStore:
             : len(self.operations) // 2
         ]:
             del self.operations[op_id]
+
+
+def _settle_instances(pool: Pool) -> None:
+    """Make the pool's VMs match its ``count``: new ones get new instance ids, a scale-in removes
+    the highest ids."""
+    ids = sorted(pool.instance_ids)[: max(pool.count, 0)]
+    while len(ids) < pool.count:
+        ids.append(pool.next_instance_id)
+        pool.next_instance_id += 1
+    pool.instance_ids = ids
+
+
+def _only_count_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a PUT changes ``count`` and nothing else a client sets (AKS calls that Scaling)."""
+    ignored = {*_READ_ONLY, "status", "count"}
+
+    def settable(props: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in props.items() if k not in ignored}
+
+    return old.get("count") != new.get("count") and settable(old) == settable(new)
 
 
 def _merge(old: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, Any]:

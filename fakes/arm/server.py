@@ -268,6 +268,8 @@ class FakeArm:
         """Back to the configured state: no pools or operations, configured faults/quota/settings."""
         initial = self._initial
         self.config.lro_retry_after = initial.lro_retry_after
+        self.config.max_pools_per_cluster = initial.max_pools_per_cluster
+        self.config.serialize_pool_operations = initial.serialize_pool_operations
         self.config.auto_create_clusters = initial.auto_create_clusters
         self.deny(*initial.denied_actions)
         self.store.reset()
