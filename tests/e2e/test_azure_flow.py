@@ -299,7 +299,7 @@ def test_a_pool_made_after_the_listing_is_not_overwritten_by_a_create(
     """Creates send no GET when the controller's listing says the pool cannot exist; a pool made by
     someone else after that listing is still safe: the create-only PUT is refused (412)."""
     first = random_claim_name()
-    create(cluster, controller.label(kaito_machine(first, instance_type=T4)))
+    create(cluster, controller.label(kaito_machine(first, instance_type=A100)))
     wait_for("machine Ready", lambda: ready(cluster, "machine", first))  # the controller has listed
     name = random_claim_name()
     arm.put_pool(name, T4, {"team": "someone-else"})

@@ -304,17 +304,20 @@ async def test_a_missing_cluster_is_not_a_missing_pool(providers: Callable[..., 
 async def test_a_throttled_read_comes_back_at_once_and_the_retry_costs_one_put(
     cloud: AzureCloud, arm: FakeArm
 ) -> None:
-    """Calls made for a reconcile never sleep on Retry-After: the work queue retries the claim."""
-    arm.add_fault({"action": "throttle", "method": "GET", "path": POOLS, "count": 1, "retry_after": 30})
+    """Calls made for a reconcile never sleep on Retry-After: the work queue retries the claim.
+    The read a first create makes is the pool listing (it replaces a GET per create)."""
+    listing = r"/agentPools$"
+    arm.add_fault({"action": "throttle", "method": "GET", "path": listing, "count": 1, "retry_after": 30})
     req = machine_request()
     started = time.monotonic()
     with pytest.raises(Throttled) as throttled:
         await cloud.create(req)
     assert time.monotonic() - started < 5, "no sleep inside the call"
     assert throttled.value.retry_after == 1.0  # 30 s capped by AZURE_RETRY_AFTER_MAX_SECONDS here
-    assert len(arm.requests("GET", pool_path(req.name))) == 1  # one attempt, no SDK retry
+    assert len(arm.requests("GET", listing)) == 1  # one attempt, no retry inside the call
     inst = await cloud.create(req)
     assert inst.state == InstanceState.CREATING
+    assert arm.requests("GET", pool_path(req.name)) == []  # the listing said it cannot exist
     await running(cloud, req.name)
     assert len(arm.requests("PUT")) == 1
 

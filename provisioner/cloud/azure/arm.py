@@ -145,14 +145,17 @@ class Arm:
             )
         )
 
-    async def list_pools(self) -> builtins.list[AgentPool]:
+    async def list_pools(self, *, retry: bool = True) -> builtins.list[AgentPool]:
+        """Every agent pool of the cluster; ``retry=False`` for a reconcile (one attempt, no sleep)."""
         s = self.settings
 
-        async def collect() -> builtins.list[AgentPool]:
-            pools = self._aks.agent_pools.list(s.resource_group, s.cluster_name)
+        async def collect(**options: Any) -> builtins.list[AgentPool]:
+            pools = self._aks.agent_pools.list(s.resource_group, s.cluster_name, **options)
             return [_pool(p, "GET agentPools") async for p in pools]
 
-        return await self._read("list agent pools", collect)
+        if retry:
+            return await self._read("list agent pools", collect)
+        return await self._call(lambda: collect(**ONE_ATTEMPT))
 
     # --- compute ---------------------------------------------------------------------------------
 

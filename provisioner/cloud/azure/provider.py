@@ -12,8 +12,8 @@ queue retries the claim with backoff instead of a worker sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -100,6 +100,7 @@ class AzureCloud:
         )
         self._skus: TtlValue[dict[str, SkuFacts]] = TtlValue(self._load_skus, s.sku_cache_seconds, clock)
         self._names = PoolNames()
+        self._listing: asyncio.Future[builtins.list[AgentPool]] | None = None
         self._pools: TtlValue[list[AgentPool]] = TtlValue(self._list_pools, s.list_cache_seconds, clock)
         self._quota = QuotaChecker(
             self._load_usages,
@@ -146,20 +147,25 @@ class AzureCloud:
             )
         name = mapping.instance_name(request.name)
         if not self._names.listed_once:
-            # One listing (shared by every create waiting for it) instead of a GET per create.
-            with contextlib.suppress(CloudError):
-                await self._pools.get()
+            await self._first_listing()
         if not self._names.surely_absent(name):  # else no GET: the create-only PUT finds out
             existing = await self._arm.get_pool(name)
             if existing is not None:
                 return await self._existing(existing, request)
         return await self._create_new(name, request, skus)
 
-    async def _list_pools(self) -> builtins.list[AgentPool]:
+    async def _list_pools(self, *, retry: bool = True) -> builtins.list[AgentPool]:
         started = self._names.listing_started()
-        pools = await self._arm.list_pools()
+        pools = await self._arm.list_pools(retry=retry)
         self._names.listed(started, (p.name for p in pools if p.name))
         return pools
+
+    async def _first_listing(self) -> None:
+        """One listing instead of a GET per create, shared by every create waiting for it; a single
+        attempt, as every call of a reconcile (its failure is the create's)."""
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(self._list_pools(retry=False))
+        await asyncio.shield(self._listing)
 
     async def get(self, name: str) -> Instance:
         pool = await self._arm.get_pool(name)
