@@ -676,6 +676,44 @@ async def test_fake_arm_pool_scaling_adds_and_removes_nodes(kube: KubeClient, cl
         await eventually(lambda: _gone(kube, first), f"node {first} deleted with its pool")
 
 
+async def test_fake_arm_delete_machines_removes_exactly_their_nodes(
+    kube: KubeClient, cluster: Cluster
+) -> None:
+    from azure.mgmt.containerservice.models import AgentPool, AgentPoolDeleteMachinesParameter
+
+    pool_name = random_claim_name()
+    async with fake_arm_with_simulator(cluster) as (arm, sim), agent_pools_client(arm) as pools:
+        aks = arm.config.clusters[0]
+
+        async def put(count: int) -> None:
+            pool = AgentPool(count=count, vm_size=CPU_SKU, mode="User", os_type="Linux")
+            await (await pools.begin_create_or_update(aks.resource_group, aks.name, pool_name, pool)).result()
+
+        await put(3)
+        info = arm.pool(pool_name)
+        names = [info.node_name(i) for i in range(3)]
+        for name in names:
+            await eventually(lambda name=name: _ready_node(kube, name), f"node {name} Ready")
+
+        gone = AgentPoolDeleteMachinesParameter(machine_names=[names[1]])
+        await (await pools.begin_delete_machines(aks.resource_group, aks.name, pool_name, gone)).result()
+        await eventually(lambda: _gone(kube, names[1]), f"node {names[1]} deleted with its machine")
+        for name in (names[0], names[2]):
+            assert ready(await get_node(kube, name)) == "True", f"{name} was not to be touched"
+        assert sorted(sim.node_names(pool_name)) == [names[0], names[2]]
+
+        # Back to three: the new VM is instance 3, not the deleted 1.
+        await put(3)
+        new = f"{info.vmss_name}000003"
+        node = await eventually(lambda: _ready_node(kube, new), f"node {new} Ready")
+        assert node["spec"]["providerID"] == arm.pool(pool_name).provider_id(3)
+        assert await get_node(kube, names[1]) is None
+
+        await (await pools.begin_delete(aks.resource_group, aks.name, pool_name)).result()
+        for name in (names[0], names[2], new):
+            await eventually(lambda name=name: _gone(kube, name), f"node {name} deleted with its pool")
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 
