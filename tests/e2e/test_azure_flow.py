@@ -294,17 +294,18 @@ def controller_puts(arm: FakeArm, pool: str) -> list[int]:
 
 
 def test_a_pool_made_after_the_listing_is_not_overwritten_by_a_create(
-    cluster: Cluster, controller: Controller, arm: FakeArm
+    cluster: Cluster, workdir: Path, arm: FakeArm
 ) -> None:
     """Creates send no GET when the controller's listing says the pool cannot exist; a pool made by
     someone else after that listing is still safe: the create-only PUT is refused (412)."""
-    first = random_claim_name()
-    create(cluster, controller.label(kaito_machine(first, instance_type=A100)))
-    wait_for("machine Ready", lambda: ready(cluster, "machine", first))  # the controller has listed
-    name = random_claim_name()
-    arm.put_pool(name, T4, {"team": "someone-else"})
+    ctl = _controller(cluster, workdir, arm).start()
+    first, name = random_claim_name(), random_claim_name()
     try:
-        create(cluster, controller.label(kaito_machine(name, instance_type=T4)))
+        create(cluster, ctl.label(kaito_machine(first, instance_type=A100)))
+        wait_for("machine Ready", lambda: ready(cluster, "machine", first))  # the controller has listed
+        assert next(r["method"] for r in arm.requests(path=f"/agentPools/{first}$")) == "PUT"
+        arm.put_pool(name, T4, {"team": "someone-else"})
+        create(cluster, ctl.label(kaito_machine(name, instance_type=T4)))
         machine = wait_for(
             "MachineLaunched False",
             lambda: (
@@ -321,3 +322,4 @@ def test_a_pool_made_after_the_listing_is_not_overwritten_by_a_create(
         assert name in arm.pools() and arm.count("DELETE", name) == 0
     finally:
         arm.delete_pool(name)
+        ctl.stop()
