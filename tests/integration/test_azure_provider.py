@@ -479,6 +479,28 @@ async def test_no_usable_candidate_is_insufficient_capacity(cloud: AzureCloud, a
     assert not arm.requests("PUT")
 
 
+async def test_the_clusters_pool_limit_is_retried_capacity_and_costs_one_put(
+    cloud: AzureCloud, arm: FakeArm, http: Any
+) -> None:
+    """At the cluster's agent pool limit another VM size cannot help (one PUT, no fallback), and the
+    claim is not unlaunchable: once a pool is deleted, the same request creates its pool."""
+    first = machine_request()
+    await cloud.create(first)
+    await wait_for(lambda: (p := arm.pool(first.name)) is not None and p.provisioning_state == "Succeeded")
+    await http.post("/_fake/settings", json={"max_pools_per_cluster": len(arm.pools())})
+
+    late = machine_request(instance_types=(A100, H100))
+    with pytest.raises(InsufficientCapacity) as info:
+        await cloud.create(late)
+    assert info.value.code == "AgentPoolLimitReached"
+    assert [r.status for r in arm.requests("PUT", pool_path(late.name))] == [400]
+
+    await cloud.delete(first.name)
+    await wait_for(lambda: arm.pool(first.name) is None)
+    assert (await cloud.create(late)).state == InstanceState.CREATING
+    assert [r.status for r in arm.requests("PUT", pool_path(late.name))] == [400, 201]
+
+
 # --- quota pre-flight -----------------------------------------------------------------------
 
 

@@ -77,6 +77,29 @@ def test_wrapped_codes_decide_and_the_outer_code_is_kept() -> None:
     assert isinstance(nested, InsufficientCapacity) and nested.code == "SkuNotAvailable"
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The number of agent pools in managed cluster 'c1' cannot exceed 100: the cluster already has 100.",
+        "Cannot add agent pool: the maximum number of agent pools (100) for this cluster is reached.",
+        "The managed cluster has reached its node pool limit of 100.",
+    ],
+)
+def test_the_clusters_pool_limit_is_a_capacity_shortage_not_an_invalid_spec(message: str) -> None:
+    """Room comes back when a pool is deleted: the claim must be retried, never marked unlaunchable."""
+    err = classify(ArmError("InvalidParameter", message, 400))
+    assert isinstance(err, InsufficientCapacity)
+    assert err.code == "AgentPoolLimitReached"
+    assert message in err.message
+
+
+def test_a_node_count_range_is_not_the_pool_limit() -> None:
+    err = classify(
+        ArmError("InvalidParameter", "AgentPoolProfile count needs to be in the range [1,100]", 400)
+    )
+    assert isinstance(err, InvalidSpec)
+
+
 @pytest.mark.parametrize("code", ["InvalidParameter", "InvalidAgentPoolName", "InvalidNodeLabel"])
 def test_invalid_spec(code: str) -> None:
     err = classify(ArmError(code, "The value of parameter agentPoolProfile.name is invalid.", 400))

@@ -93,6 +93,13 @@ IN_PROGRESS_TEXT = re.compile(
     r"another (agentpool |agent pool )?operation .*in progress|operation is in progress", re.I
 )
 QUOTA_TEXT = re.compile(r"exceeding (the )?approved .*quota", re.I)
+#: AKS refuses a pool past the cluster's agent pool limit (100) as an invalid parameter; room comes
+#: back when a pool is deleted, so it is a capacity shortage (retried), named by this code.
+POOL_LIMIT_CODE = "AgentPoolLimitReached"
+POOL_LIMIT_TEXT = re.compile(
+    r"number of (agent|node) ?pools\b.*\b(cannot exceed|exceeds?|limit|reached)|(agent|node) ?pool limit",
+    re.I,
+)
 
 _KNOWN_CODES = CAPACITY_CODES | INVALID_SPEC_CODES | THROTTLE_CODES
 _CODE_IN_MESSAGE = re.compile(r"\b(" + "|".join(sorted(_KNOWN_CODES, key=len, reverse=True)) + r")\b")
@@ -198,6 +205,8 @@ def classify(err: ArmError) -> CloudError:
     for c in codes:
         if c in SKU_UNAVAILABLE_CODES or c in ALLOCATION_CODES:
             return InsufficientCapacity(kept(c), c)
+    if POOL_LIMIT_TEXT.search(message):
+        return InsufficientCapacity(kept(POOL_LIMIT_CODE), POOL_LIMIT_CODE)
     for c in codes:
         if c in THROTTLE_CODES:
             return Throttled(kept(c), c, retry_after=err.retry_after)

@@ -27,7 +27,7 @@ from provisioner.cloud.azure import mapping
 from provisioner.cloud.azure.arm import Arm
 from provisioner.cloud.azure.auth import build_credential, credential_kind
 from provisioner.cloud.azure.cache import Clock, PoolNames, TtlValue
-from provisioner.cloud.azure.errors import all_failed, from_exception
+from provisioner.cloud.azure.errors import POOL_LIMIT_CODE, all_failed, from_exception
 from provisioner.cloud.azure.labels import TAG_CLUSTER
 from provisioner.cloud.azure.nodes import pool_of_node
 from provisioner.cloud.azure.permissions import (
@@ -363,6 +363,8 @@ class AzureCloud:
                 accepted = await self._arm.put_pool(name, AgentPool(spec.body), create_only=True)
             except CloudError as e:
                 self._quota.release(name)  # nothing was created: the vCPUs are free again
+                if e.code == POOL_LIMIT_CODE:
+                    raise  # the cluster has no room for any pool: another size cannot help
                 if isinstance(e, InsufficientCapacity):
                     self._remember_capacity_error(vm_size, zones, e)
                     e.instance_type = e.instance_type or vm_size
