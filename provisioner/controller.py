@@ -20,7 +20,7 @@ from typing import Any
 from provisioner.claims.dialects import DIALECTS, Dialect, key_of
 from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim, ClaimKey, ConditionType, Status
 from provisioner.cloud.errors import CloudError, Throttled
-from provisioner.cloud.provider import CloudProvider, SupportsQuota
+from provisioner.cloud.provider import CloudProvider, SupportsQuota, SupportsSharedInstances
 from provisioner.events import EventRecorder
 from provisioner.fencing import WriteRefused
 from provisioner.kube import NODES, ApiError, ConflictError, NotFoundError, Resource
@@ -151,6 +151,9 @@ class Controller:
         self._loops: list[asyncio.Task[None]] = []
         self._traced: set[Key] = set()
 
+    def _shares(self, instance: str) -> bool:
+        return isinstance(self.cloud, SupportsSharedInstances) and self.cloud.shares_instance(instance)
+
     def _instance_of_claim(self, claim: Claim) -> str:
         return claim.annotations.get(INSTANCE_NAME_ANNOTATION) or self.cloud.instance_name(claim.name)
 
@@ -263,7 +266,12 @@ class Controller:
                 keys.append(key_of(claim))
         instance = self.store.instance_of_node(node)
         if instance:
-            keys += [key_of(c) for c in self.store.claims_of_instance(instance)]
+            claims = self.store.claims_of_instance(instance)
+            if self._shares(instance):
+                # Only a free Node concerns the claims still waiting for one; a taken one, its owner.
+                waiting = not owner_uids(node)
+                claims = [c for c in claims if waiting and not c.status.is_true(ConditionType.LAUNCHED)]
+            keys += [key_of(c) for c in claims]
         if self.node_termination.applies_to(node):
             keys.append(NodeKey(str(node["metadata"]["name"])))
         for key in dict.fromkeys(keys):

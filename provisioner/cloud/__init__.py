@@ -15,6 +15,7 @@ from provisioner.cloud.provider import (
     SupportsAdoption,
     SupportsNodeImages,
     SupportsQuota,
+    SupportsSharedInstances,
 )
 from provisioner.cloud.registry import (
     ENTRY_POINT_GROUP,
@@ -69,6 +70,7 @@ __all__ = [
     "SupportsAdoption",
     "SupportsNodeImages",
     "SupportsQuota",
+    "SupportsSharedInstances",
     "Taint",
     "TaintEffect",
     "Throttled",

@@ -15,7 +15,7 @@ _HASH_PREFIX = "g"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def _base36(n: int) -> str:
+def base36(n: int) -> str:
     out = []
     while n:
         n, r = divmod(n, 36)
@@ -31,4 +31,4 @@ def pool_name(claim_name: str) -> str:
     if POOL_NAME.match(claim_name):
         return claim_name
     digest = int.from_bytes(hashlib.sha256(claim_name.encode()).digest(), "big")
-    return _HASH_PREFIX + _base36(digest).rjust(11, "0")[:11]
+    return _HASH_PREFIX + base36(digest).rjust(11, "0")[:11]

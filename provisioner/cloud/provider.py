@@ -142,3 +142,33 @@ class SupportsNodeImages(Protocol):
         """The image new nodes of ``family`` get (None: the cloud's default family); raises
         ``InvalidSpec`` for a family the cloud does not offer."""
         ...
+
+
+@runtime_checkable
+class SupportsSharedInstances(Protocol):
+    """A cloud whose instances can hold the nodes of several claims (on AKS: shared agent pools).
+
+    ``create`` then assigns the claim a shared instance and returns it (``shared=True``) without a
+    cloud write; the controller records the assignment on the claim, asks the instance for as many
+    nodes as its claims need, binds each node that joins to exactly one waiting claim (on the Node
+    and the claim), and hands back the nodes of deleted claims. Every call returns at once: the
+    provider batches and serializes the cloud's operations itself.
+    """
+
+    def shares_instance(self, name: str) -> bool:
+        """Whether ``name`` is a shared instance (pure: decided by the name alone)."""
+        ...
+
+    async def want_nodes(self, name: str, count: int) -> Instance:
+        """The shared instance should hold at least ``count`` nodes (never fewer: nodes are only
+        removed one by one with ``remove_nodes``). Returns the latest snapshot known; raises the
+        ``CloudError`` of the last failed attempt to grow it, once per failure."""
+        ...
+
+    async def remove_nodes(self, name: str, node_names: Sequence[str]) -> bool:
+        """Remove exactly these nodes' machines; True once all of them are gone."""
+        ...
+
+    def leaving(self, name: str) -> frozenset[str]:
+        """Nodes handed to ``remove_nodes`` whose removal is not known to be over."""
+        ...

@@ -23,6 +23,8 @@ TAG_MANAGED_BY = "gpu-provisioner.sh_managed-by"
 MANAGED_BY_VALUE = "gpu-provisioner"
 TAG_CLAIM_NAME = "gpu-provisioner.sh_claim-name"
 TAG_CLAIM_UID = "gpu-provisioner.sh_claim-uid"
+#: On an instance that holds the nodes of several claims (its claims are on its nodes instead).
+TAG_SHARED = "gpu-provisioner.sh_shared"
 
 #: Extended resource name of NVIDIA GPUs on a node.
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -113,6 +115,9 @@ class Instance:
     #: An operation on the running instance is under way (on AKS: an update or upgrade of the pool);
     #: the cloud refuses a delete until it ends.
     busy: bool = False
+    #: It holds the nodes of several claims (``SupportsSharedInstances``): deleting one claim
+    #: removes its node, never the instance.
+    shared: bool = False
 
     @property
     def managed(self) -> bool:

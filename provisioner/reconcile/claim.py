@@ -19,10 +19,12 @@ from provisioner.lifecycle.result import DeleteClaim, Event, EventType, PatchNod
 from provisioner.lifecycle.termination import FOREIGN_INSTANCE, foreign_instance
 from provisioner.metrics import Metrics
 from provisioner.ownership import InstanceOwnership
+from provisioner.reconcile import shared
 from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.launcher import Launcher
 from provisioner.reconcile.nodepool import nodepool_of
+from provisioner.reconcile.shared import shared_cloud
 from provisioner.termination.claim import ClaimTermination
 from provisioner.termination.instance import read as read_instance
 from provisioner.workqueue import Outcome
@@ -71,6 +73,8 @@ class ClaimReconciler:
     async def _check_predecessor_instance(self, claim: Claim) -> None:
         ctx = self.ctx
         name = ctx.store.instance_of(claim)
+        if shared_cloud(ctx, name) is not None:
+            return  # a shared instance is no one claim's: its Node's ownerReference says whose it is
         instance = await read_instance(ctx, name)
         if instance is None:
             return  # garbage collection deletes a launched claim whose instance vanished
@@ -85,11 +89,14 @@ class ClaimReconciler:
         now = ctx.clock()
         instance_name = ctx.store.instance_of(claim)
         instance_nodes = ctx.store.nodes_of_instance(instance_name)
-        node = registration.find_node(instance_nodes, claim)
+        if shared_cloud(ctx, instance_name) is not None:
+            node = shared.node_of(ctx, instance_name, claim, instance_nodes)
+        else:
+            node = registration.find_node(instance_nodes, claim)
         steps: list[StepResult] = []
 
         if not claim.status.is_true(ConditionType.LAUNCHED):
-            step = await self.launcher.launch(claim, instance_name, node_joined=node is not None)
+            step = await self.launcher.launch(claim, instance_name, node_joined=node is not None, node=node)
             steps.append(step)
             if not step.done:
                 return await self.applier.apply(claim, steps, now)

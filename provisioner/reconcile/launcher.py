@@ -23,6 +23,7 @@ from provisioner.nodepools.model import NodeClass
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.degraded import DegradationReporter
+from provisioner.reconcile.shared import Node, demand, shared_cloud
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class _Memory:
     in_flight: set[str] = field(default_factory=set)
     #: When this process first saw a claim's create in flight (for the launch time limit).
     creating_since: dict[str, datetime.datetime] = field(default_factory=dict)
+    #: Claims assigned to a shared instance (by UID), until the claims' own records say so.
+    shared: dict[str, str] = field(default_factory=dict)
 
 
 class Launcher:
@@ -47,6 +50,7 @@ class Launcher:
         self.memory.attempts.pop(uid, None)
         self.memory.in_flight.discard(uid)
         self.memory.creating_since.pop(uid, None)
+        self.memory.shared.pop(uid, None)
 
     def node_class_of(self, claim: Claim) -> NodeClass | None:
         """The claim's node class, if it names one of ours that exists."""
@@ -82,10 +86,14 @@ class Launcher:
                 "rename this claim (a Machine and a NodeClaim of the same name cannot both be provisioned)",
             )
 
-    async def launch(self, claim: Claim, instance_name: str, *, node_joined: bool) -> StepResult:
+    async def launch(
+        self, claim: Claim, instance_name: str, *, node_joined: bool, node: Node | None = None
+    ) -> StepResult:
+        """``node``: on a shared instance, the Node the claim is to take (None: none free yet)."""
         ctx, memory = self.ctx, self.memory
         try:
-            self._check_name_is_free(claim, instance_name)
+            if shared_cloud(ctx, instance_name) is None:  # a shared instance is meant for many
+                self._check_name_is_free(claim, instance_name)
             prepared = prepare(claim, instance_name, ctx.settings, self.node_class_of(claim))
         except InvalidClaim as e:
             ctx.metrics.launch_failures.labels(claim.dialect, "InvalidClaim", e.reason).inc()
@@ -103,7 +111,7 @@ class Launcher:
                 return waiting
         attempt = memory.attempts.get(claim.uid, 0) + 1
         try:
-            instance = await self._create(claim, prepared.request)
+            instance = await self._launch_instance(claim, prepared.request, instance_name, node)
         except InstanceConflict as e:
             return await self._conflict(claim, instance_name, e)
         except CloudError as e:
@@ -112,6 +120,28 @@ class Launcher:
             memory.in_flight.discard(claim.uid)
             return launch.cloud_error(claim, e, attempt, ctx.settings)
         return self._observed(claim, instance, instance_name, attempt, node_joined=node_joined)
+
+    async def _launch_instance(
+        self, claim: Claim, request: InstanceRequest, instance_name: str, node: Node | None
+    ) -> Instance:
+        """The cloud create; on a shared instance, the assignment (a create, once) and then the
+        instance asked for the nodes its claims need. A claim on a shared instance is as far as its
+        own Node: creating until one is free for it, running once it is."""
+        cloud = shared_cloud(self.ctx, instance_name)
+        if cloud is None:
+            created = await self._create(claim, request)
+            cloud = shared_cloud(self.ctx, created.name)
+            if cloud is None:
+                return created
+            instance_name = created.name
+        shared, name, assigned = cloud, instance_name, self.memory.shared
+        assigned[claim.uid] = name
+        count = demand(self.ctx, shared, name, claim, [uid for uid, i in assigned.items() if i == name])
+        instance = await self.ctx.cloud_call("want_nodes", lambda: shared.want_nodes(name, count))
+        if node is None:
+            return replace(instance, state=InstanceState.CREATING, provider_id="")
+        provider_id = str((node.get("spec") or {}).get("providerID") or "")
+        return replace(instance, state=InstanceState.RUNNING, provider_id=provider_id)
 
     async def _create(self, claim: Claim, request: InstanceRequest) -> Instance:
         """The cloud create; a degraded mode it ran into is announced on this claim."""

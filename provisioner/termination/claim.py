@@ -22,6 +22,7 @@ from provisioner.metrics import Metrics
 from provisioner.ownership import InstanceOwnership
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
+from provisioner.reconcile.shared import shared_cloud
 from provisioner.termination import instance
 from provisioner.termination.drainer import Drainer
 from provisioner.workqueue import DONE, Outcome
@@ -56,7 +57,7 @@ class ClaimTermination:
         for node in nodes:
             if not registration.deleting(node):
                 await self.applier.delete_node(str(node["metadata"]["name"]))
-        waiting = await self._delete_instance(claim)
+        waiting = await self._delete_instance(claim, [str(n["metadata"]["name"]) for n in nodes])
         if waiting is not None:
             return waiting
         for node in nodes:
@@ -70,10 +71,19 @@ class ClaimTermination:
         self.on_terminated(claim)
         return DONE
 
-    async def _delete_instance(self, claim: Claim) -> Outcome | None:
-        """None once the instance is gone (or not ours to delete); else when to look again."""
+    async def _delete_instance(self, claim: Claim, node_names: list[str]) -> Outcome | None:
+        """None once the instance is gone (or not ours to delete); else when to look again. On a
+        shared instance only the claim's own Nodes' machines go."""
         ctx = self.ctx
         name = ctx.store.instance_of(claim)
+        shared = shared_cloud(ctx, name)
+        if shared is not None:
+            if not node_names or await ctx.cloud_call(
+                "remove_nodes", functools.partial(shared.remove_nodes, name, node_names)
+            ):
+                return None
+            await self._terminating(claim)
+            return Outcome(requeue_after=self._poll(claim))
         found = await instance.read(ctx, name)
         if found is None:
             return None
@@ -86,17 +96,16 @@ class ClaimTermination:
         step = await instance.delete_step(
             ctx, found, self._poll(claim), functools.partial(ctx.publish, claim)
         )
-        condition = termination.instance_terminating(claim)
-        if (
-            step is not None
-            and not step.failed
-            and found.state != InstanceState.CREATING
-            and not found.busy
-            and condition is not None
-        ):
-            conditions = set_condition(claim.status.conditions, condition, ctx.clock())
-            await self.applier.write_status(claim, replace(claim.status, conditions=conditions))
+        if step is not None and not step.failed and found.state != InstanceState.CREATING and not found.busy:
+            await self._terminating(claim)
         return step
+
+    async def _terminating(self, claim: Claim) -> None:
+        """The cloud accepted the delete: the claim says so (once)."""
+        condition = termination.instance_terminating(claim)
+        if condition is not None:
+            conditions = set_condition(claim.status.conditions, condition, self.ctx.clock())
+            await self.applier.write_status(claim, replace(claim.status, conditions=conditions))
 
     def _poll(self, claim: Claim) -> float:
         """Check a deleting instance soon at first (fast deletes), then every DELETE_POLL_SECONDS."""

@@ -23,6 +23,7 @@ from provisioner.lifecycle import registration, termination
 from provisioner.metrics import Metrics
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.context import Context
+from provisioner.reconcile.shared import shared_cloud
 from provisioner.termination import instance
 from provisioner.termination.drainer import Drainer
 from provisioner.workqueue import DONE, Outcome
@@ -97,6 +98,14 @@ class NodeTermination:
     ) -> Outcome | None:
         ctx = self.ctx
         name = ctx.store.instance_of_node(node)
+        shared = shared_cloud(ctx, name) if name else None
+        if name and shared is not None:
+            # Its claim is gone: so is its share of the instance (only this Node's machine).
+            node_name = str(node["metadata"]["name"])
+            gone = await ctx.cloud_call(
+                "remove_nodes", functools.partial(shared.remove_nodes, name, [node_name])
+            )
+            return None if gone else Outcome(requeue_after=ctx.settings.delete_poll_interval)
         found = await instance.read(ctx, name) if name else None
         if found is None or not found.managed or found.claim_uid not in owner_uids:
             return None  # gone, or not this claim's instance: only the Node is ours to release

@@ -21,7 +21,7 @@ from azure.core.pipeline import PipelineRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import ResourceSku, Usage
 from azure.mgmt.containerservice.aio import ContainerServiceClient
-from azure.mgmt.containerservice.models import AgentPool
+from azure.mgmt.containerservice.models import AgentPool, AgentPoolDeleteMachinesParameter
 
 from provisioner.cloud.azure.answers import AnswerShapePolicy, malformed
 from provisioner.cloud.azure.errors import from_exception
@@ -156,6 +156,29 @@ class Arm:
         if retry:
             return await self._read("list agent pools", collect)
         return await self._call(lambda: collect(**ONE_ATTEMPT))
+
+    async def delete_machines(self, pool: str, machine_names: Sequence[str]) -> None:
+        """Start removing exactly these machines (VMs) of a pool; its count drops by as many."""
+        s = self.settings
+        body = AgentPoolDeleteMachinesParameter(machine_names=list(machine_names))
+        await self._call(
+            lambda: self._aks.agent_pools.begin_delete_machines(
+                s.resource_group, s.cluster_name, pool, body, polling=False, **ONE_ATTEMPT
+            )
+        )
+
+    async def machine_names(self, pool: str) -> builtins.set[str]:
+        """The names of a pool's machines (on AKS the names of their Nodes), lower-cased."""
+        s = self.settings
+
+        async def collect() -> builtins.set[str]:
+            machines = self._aks.machines.list(s.resource_group, s.cluster_name, pool, **ONE_ATTEMPT)
+            names = [m.name async for m in machines]
+            if not all(isinstance(n, str) and n for n in names):
+                raise malformed(f"GET {pool}/machines", "a machine has no name")
+            return {str(n).lower() for n in names}
+
+        return await self._call(collect)
 
     # --- compute ---------------------------------------------------------------------------------
 

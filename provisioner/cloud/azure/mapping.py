@@ -27,6 +27,7 @@ from provisioner.cloud.azure.skus import SkuFacts, guess_is_gpu, sdk_text
 from provisioner.cloud.errors import CloudError, InvalidSpec, Transient
 from provisioner.cloud.types import (
     GPU_RESOURCE,
+    TAG_SHARED,
     CapacityType,
     Instance,
     InstanceRequest,
@@ -313,4 +314,5 @@ def instance_from_pool(
         node_labels=dict(props.node_labels or {}) if props else {},
         version=(props.e_tag if props else None) or None,
         busy=sdk_text(props.provisioning_state if props else None).lower() in _BUSY_STATES,
+        shared=bool(props and (props.tags or {}).get(TAG_SHARED) == "true"),
     )

@@ -1,4 +1,5 @@
-"""The AKS cloud provider: one agent pool of one node per claim.
+"""The AKS cloud provider: one agent pool of one node per claim, or (``AZURE_POOL_STRATEGY=shared``)
+pools shared by the claims of one shape (see ``shared``).
 
 Every method is non-blocking with respect to Azure's long-running operations: ``create`` sends the
 PUT and returns (state ``creating``), ``delete`` sends the DELETE and returns; progress and failures
@@ -17,6 +18,7 @@ import builtins
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -40,6 +42,7 @@ from provisioner.cloud.azure.permissions import (
 from provisioner.cloud.azure.quota import QuotaChecker, UsageLimit, index_usages
 from provisioner.cloud.azure.ratelimit import TokenBucket
 from provisioner.cloud.azure.settings import AzureSettings
+from provisioner.cloud.azure.shared import SharedPools, is_shared_pool
 from provisioner.cloud.azure.sizes import KNOWN_SIZES, known_size
 from provisioner.cloud.azure.skus import (
     SkuFacts,
@@ -62,6 +65,7 @@ from provisioner.cloud.types import (
     TAG_CLAIM_NAME,
     TAG_CLAIM_UID,
     TAG_MANAGED_BY,
+    TAG_SHARED,
     CapacityType,
     Degradation,
     Instance,
@@ -102,6 +106,13 @@ class AzureCloud:
         self._names = PoolNames()
         self._listing: asyncio.Future[builtins.list[AgentPool]] | None = None
         self._pools: TtlValue[list[AgentPool]] = TtlValue(self._list_pools, s.list_cache_seconds, clock)
+        self._shared = SharedPools(
+            self._arm,
+            self._names,
+            max_nodes=s.shared_pool_max_nodes,
+            batch=s.shared_batch_seconds,
+            clock=clock,
+        )
         self._quota = QuotaChecker(
             self._load_usages,
             ttl=s.usage_cache_seconds,
@@ -145,9 +156,11 @@ class AzureCloud:
                 "(check the instance-type requirement)",
                 "UnknownVMSize",
             )
-        name = mapping.instance_name(request.name)
         if not self._names.listed_once:
             await self._first_listing()
+        if self.settings.pool_strategy == "shared":
+            return await self._assign_shared(request, skus)
+        name = mapping.instance_name(request.name)
         if not self._names.surely_absent(name):  # else no GET: the create-only PUT finds out
             existing = await self._arm.get_pool(name)
             if existing is not None:
@@ -158,6 +171,7 @@ class AzureCloud:
         started = self._names.listing_started()
         pools = await self._arm.list_pools(retry=retry)
         self._names.listed(started, (p.name for p in pools if p.name))
+        self._shared.listed(pools)
         return pools
 
     async def _first_listing(self) -> None:
@@ -283,7 +297,27 @@ class AzureCloud:
         active = [d.detail for d in self.degradations() if d.active]
         return True, f"degraded: {'; '.join(active)}" if active else "ok"
 
+    # --- SupportsSharedInstances -------------------------------------------------------------
+
+    def shares_instance(self, name: str) -> bool:
+        return is_shared_pool(name)
+
+    async def want_nodes(self, name: str, count: int) -> Instance:
+        pool = self._shared.want(name, count)
+        if pool is None:  # not read yet: its task reads it (or creates it) shortly
+            pool = AgentPool(
+                {"name": name, "properties": {"provisioningState": "Creating", "tags": {TAG_SHARED: "true"}}}
+            )
+        return await self._instance(pool)
+
+    async def remove_nodes(self, name: str, node_names: Sequence[str]) -> bool:
+        return self._shared.remove(name, node_names)
+
+    def leaving(self, name: str) -> frozenset[str]:
+        return self._shared.leaving(name)
+
     async def close(self) -> None:
+        await self._shared.close()
         await self._arm.close()
         if self._owns_credential:
             await self._credential.close()
@@ -384,6 +418,39 @@ class AzureCloud:
                 "properties": {**spec.body["properties"], "provisioningState": "Creating"},
             }
             return await self._instance(accepted or AgentPool(creating), facts)
+        raise all_failed(failures)
+
+    async def _assign_shared(self, request: InstanceRequest, skus: dict[str, SkuFacts] | None) -> Instance:
+        """The shared pool of the request's shape (the first candidate size the SKU facts and zones
+        allow): assigned at once, no ARM write — the pool grows when the controller asks for nodes."""
+        s = self.settings
+        requested_zones = mapping.aks_zones(request.zones, s.location)
+        failures: list[tuple[str, CloudError]] = []
+        for candidate in request.instance_types:
+            facts = _facts_of(skus, candidate)
+            if facts is None and skus is not None:
+                unknown = f"VM size {candidate} is not offered in {s.location}"
+                failures.append(
+                    (candidate, InsufficientCapacity(unknown, "SkuNotAvailable", instance_type=candidate))
+                )
+                continue
+            vm_size = facts.name if facts is not None else candidate
+            placement = facts or SkuFacts(name=vm_size, family="", vcpus=0, memory_gib=0.0)
+            zones, why_not = zones_for(placement, requested_zones, s.location, self.unavailable)
+            if why_not is not None:
+                failures.append((vm_size, why_not))
+                continue
+            shape = replace(request, labels={}, tags={})
+            body = mapping.build_pool(shape, s, vm_size, facts, zones).body
+            body["properties"]["tags"] = {
+                **s.extra_tags,
+                TAG_CLUSTER: s.cluster_name,
+                TAG_MANAGED_BY: MANAGED_BY_VALUE,
+                TAG_SHARED: "true",
+            }
+            name = self._shared.assign(request.claim_uid, body)
+            pending = {"name": name, "properties": {**body["properties"], "provisioningState": "Creating"}}
+            return await self._instance(AgentPool(pending), facts)
         raise all_failed(failures)
 
     def _remember_capacity_error(

@@ -24,6 +24,9 @@ CREDENTIAL_KINDS = ("auto", "workload-identity", "managed-identity", "client-sec
 
 OS_DISK_TYPES = ("Managed", "Ephemeral")
 
+#: How claims map to agent pools (``AZURE_POOL_STRATEGY``).
+POOL_STRATEGIES = ("dedicated", "shared")
+
 _T = TypeVar("_T")
 
 
@@ -155,6 +158,25 @@ class AzureSettings:
             "AZURE_UNAVAILABLE_SKU_SECONDS", "How long a size/zone that had no capacity is skipped."
         ),
     )
+    pool_strategy: str = field(
+        default="dedicated",
+        metadata=_meta(
+            "AZURE_POOL_STRATEGY",
+            "dedicated: one agent pool per claim (named after it); shared: claims of one shape share pools.",
+        ),
+    )
+    shared_pool_max_nodes: int = field(
+        default=100,
+        metadata=_meta(
+            "AZURE_SHARED_POOL_MAX_NODES", "Nodes per shared pool before another pool is started."
+        ),
+    )
+    shared_batch_seconds: float = field(
+        default=0.5,
+        metadata=_meta(
+            "AZURE_SHARED_BATCH_SECONDS", "How long a shared pool gathers arrivals before one scale PUT."
+        ),
+    )
 
     @property
     def effective_node_resource_group(self) -> str:
@@ -212,6 +234,9 @@ class AzureSettings:
             re.IGNORECASE,
         ):
             r.error("AZURE_VNET_SUBNET_ID", f"must be a subnet resource ID, got {subnet!r}")
+        strategy = (r.optional("AZURE_POOL_STRATEGY") or "dedicated").lower()
+        if strategy not in POOL_STRATEGIES:
+            r.error("AZURE_POOL_STRATEGY", f"must be dedicated or shared, got {strategy!r}")
 
         settings = cls(
             subscription_id=subscription,
@@ -245,6 +270,9 @@ class AzureSettings:
             quota_recheck_seconds=r.number("AZURE_QUOTA_RECHECK_SECONDS", float, 10.0, minimum=0),
             quota_preflight=r.boolean("AZURE_QUOTA_PREFLIGHT", True),
             unavailable_sku_seconds=r.number("AZURE_UNAVAILABLE_SKU_SECONDS", float, 180.0, minimum=0),
+            pool_strategy=strategy,
+            shared_pool_max_nodes=r.number("AZURE_SHARED_POOL_MAX_NODES", int, 100, minimum=1, maximum=1000),
+            shared_batch_seconds=r.number("AZURE_SHARED_BATCH_SECONDS", float, 0.5, minimum=0, maximum=30),
         )
         _check_credential(settings, r)
         r.check()
