@@ -57,6 +57,21 @@ def node_usable(node: Mapping[str, Any], needs_gpu: bool) -> bool:
 
 
 @dataclass
+class NodeTimeline:
+    """When this process saw each step of one Node, and what binds it to a claim."""
+
+    name: str
+    pool: str = ""
+    provider_id: str = ""
+    #: Names of the claims (Machine, NodeClaim) among the Node's ownerReferences.
+    owners: tuple[str, ...] = ()
+    seen: float | None = None
+    ready: float | None = None
+    usable: float | None = None
+    gone: float | None = None
+
+
+@dataclass
 class ClaimTimeline:
     """When this process saw each step of one claim (wall-clock seconds; None: not seen)."""
 
@@ -68,11 +83,9 @@ class ClaimTimeline:
     delete_sent: float | None = None
     gone: float | None = None
     last: dict[str, Any] = field(default_factory=dict)
+    #: The claim's Node: ``status.nodeName`` once set; before that (dedicated pools) the Node of the
+    #: agent pool named like the claim, or a Node whose ownerReferences name the claim.
     node_name: str | None = None
-    node_seen: float | None = None
-    node_ready: float | None = None
-    node_usable: float | None = None
-    node_gone: float | None = None
 
     def status_text(self) -> str:
         """The claim's conditions as last seen, for error messages."""
@@ -83,18 +96,37 @@ class ClaimTimeline:
         return ", ".join(parts) or "no conditions"
 
 
+CLAIM_OWNER_KINDS = frozenset({"Machine", "NodeClaim"})
+
+
 class Timelines:
-    """Thread-safe record of claim and Node milestones, fed by :class:`Watcher` threads."""
+    """Thread-safe record of claim and Node milestones, fed by :class:`Watcher` threads.
+
+    Nodes are recorded by name whichever claim they turn out to belong to: with shared pools a
+    Node's pool says nothing about its claim, which only the claim's ``status.nodeName`` (or the
+    Node's owner reference) tells, and the Node may be usable before either is written.
+    """
 
     def __init__(self, needs_gpu: bool) -> None:
         self.needs_gpu = needs_gpu
         self.claims: dict[str, ClaimTimeline] = {}
+        self.nodes: dict[str, NodeTimeline] = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
 
     def add(self, timeline: ClaimTimeline) -> None:
         with self.lock:
             self.claims[timeline.name] = timeline
+
+    def node(self, tl: ClaimTimeline) -> NodeTimeline | None:
+        """The Node timeline of a claim (no lock taken: safe inside :meth:`wait`'s predicates)."""
+        return self.nodes.get(tl.node_name) if tl.node_name else None
+
+    def node_time(self, tl: ClaimTimeline, step: str) -> float | None:
+        """``seen``, ``ready``, ``usable`` or ``gone`` of the claim's Node."""
+        node = self.node(tl)
+        value = getattr(node, step) if node is not None else None
+        return float(value) if value is not None else None
 
     def on_claim(self, event_type: str, obj: Mapping[str, Any], seen: float) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
@@ -106,6 +138,9 @@ class Timelines:
                 tl.gone = tl.gone or seen
             else:
                 tl.last = dict(obj)
+                node_name = (obj.get("status") or {}).get("nodeName")
+                if node_name:
+                    tl.node_name = str(node_name)
                 for ctype in CLAIM_MILESTONES:
                     if ctype not in tl.milestones and is_true(obj, ctype):
                         tl.milestones[ctype] = seen
@@ -113,20 +148,32 @@ class Timelines:
 
     def on_node(self, event_type: str, obj: Mapping[str, Any], seen: float) -> None:
         meta = obj.get("metadata") or {}
-        pool = (meta.get("labels") or {}).get(POOL_LABEL, "")
+        name = str(meta.get("name", ""))
+        pool = str((meta.get("labels") or {}).get(POOL_LABEL, ""))
+        owners = tuple(
+            str(ref.get("name", ""))
+            for ref in meta.get("ownerReferences") or ()
+            if ref.get("kind") in CLAIM_OWNER_KINDS
+        )
         with self.changed:
-            tl = self.claims.get(pool)
-            if tl is None:
-                return
-            tl.node_name = meta.get("name")
+            node = self.nodes.get(name)
+            if node is None:
+                node = self.nodes[name] = NodeTimeline(name=name)
+            node.pool = pool or node.pool
+            node.provider_id = str((obj.get("spec") or {}).get("providerID") or node.provider_id)
+            node.owners = owners or node.owners
+            for claim_name in (pool, *owners):
+                tl = self.claims.get(claim_name)
+                if tl is not None and tl.node_name is None:
+                    tl.node_name = name
             if event_type == "DELETED":
-                tl.node_gone = tl.node_gone or seen
+                node.gone = node.gone or seen
             else:
-                tl.node_seen = tl.node_seen or seen
-                if tl.node_ready is None and is_true(obj, "Ready"):
-                    tl.node_ready = seen
-                if tl.node_usable is None and node_usable(obj, self.needs_gpu):
-                    tl.node_usable = seen
+                node.seen = node.seen or seen
+                if node.ready is None and is_true(obj, "Ready"):
+                    node.ready = seen
+                if node.usable is None and node_usable(obj, self.needs_gpu):
+                    node.usable = seen
             self.changed.notify_all()
 
     def wait(
@@ -224,8 +271,13 @@ def _json(data: bytes) -> dict[str, Any]:
 
 _POOL = re.compile(r"/managedClusters/[^/]+/agentPools/[^/]+$", re.IGNORECASE)
 _POOLS = re.compile(r"/managedClusters/[^/]+/agentPools$", re.IGNORECASE)
+_DELETE_MACHINES = re.compile(r"/agentPools/[^/]+/deleteMachines$", re.IGNORECASE)
+_MACHINES = re.compile(r"/agentPools/[^/]+/machines$", re.IGNORECASE)
+_MACHINE = re.compile(r"/agentPools/[^/]+/machines/[^/]+$", re.IGNORECASE)
 _CLUSTER = re.compile(r"/managedClusters/[^/]+$", re.IGNORECASE)
-_POOL_NAME = re.compile(r"/agentPools/([^/?]+)$", re.IGNORECASE)
+_POOL_NAME = re.compile(r"/agentPools/([^/?]+)(?:/deleteMachines|/machines(?:/[^/?]+)?)?$", re.IGNORECASE)
+#: Requests to the identity endpoint, not to ARM.
+IDENTITY_KINDS = frozenset({"token", "identity_discovery"})
 
 
 def classify(method: str, path: str) -> str:
@@ -236,6 +288,12 @@ def classify(method: str, path: str) -> str:
         return "identity_discovery"
     if _POOL.search(path):
         return {"PUT": "pool_put", "GET": "pool_get", "DELETE": "pool_delete"}.get(method, "pool_other")
+    if _DELETE_MACHINES.search(path):
+        return "pool_delete_machines" if method == "POST" else "pool_other"
+    if _MACHINES.search(path):
+        return "machines_list"
+    if _MACHINE.search(path):
+        return "machine_get"
     if _POOLS.search(path):
         return "pool_list"
     if "/operations/" in path or "/operationresults/" in path:
@@ -297,6 +355,36 @@ class ArmCalls:
 
     def between(self, start: float, end: float) -> ArmCalls:
         return ArmCalls([r for r in self.records if start <= r["timestamp"] < end])
+
+    def first_after(self, kinds: Iterable[str], pool: str, since: float) -> float | None:
+        """Timestamp of the first successful request of one of ``kinds`` on ``pool`` at or after
+        ``since`` (a shared pool serves many claims: its first PUT is not every claim's)."""
+        wanted = set(kinds)
+        for r in self.records:
+            if r["timestamp"] < since or not 200 <= r["status"] < 300 or pool_of(r["path"]) != pool:
+                continue
+            if classify(r["method"], r["path"]) in wanted:
+                return float(r["timestamp"])
+        return None
+
+    def arm_only(self) -> ArmCalls:
+        """Without the identity endpoint's requests (tokens, discovery)."""
+        return ArmCalls([r for r in self.records if classify(r["method"], r["path"]) not in IDENTITY_KINDS])
+
+    def by_verb(self) -> dict[str, int]:
+        """ARM requests (identity endpoint left out) by HTTP method."""
+        counts = Counter(r["method"] for r in self.arm_only().records)
+        return dict(sorted(counts.items()))
+
+    def pools_created(self) -> set[str]:
+        """Pools a PUT created (201)."""
+        return {
+            pool
+            for r in self.records
+            if r["status"] == 201
+            and classify(r["method"], r["path"]) == "pool_put"
+            and (pool := pool_of(r["path"])) is not None
+        }
 
 
 # ------------------------------------------------------------------------------------- API server
@@ -369,3 +457,41 @@ def controller_metrics(metrics_url: str) -> dict[str, Any]:
             for op, n in sorted(calls.items())
         },
     }
+
+
+# ------------------------------------------------------------------------------------- agent pools
+
+
+class PoolSampler(threading.Thread):
+    """Counts the fake ARM's agent pools (those not there at the start) every ``interval`` seconds
+    and keeps the peak. ``sample()`` also takes one at once (at the end of a Ready phase)."""
+
+    def __init__(self, list_pools: Callable[[], list[dict[str, Any]]], interval: float = 0.5) -> None:
+        super().__init__(name="pool-sampler", daemon=True)
+        self.list_pools = list_pools
+        self.interval = interval
+        self.baseline: set[str] = {p["name"] for p in list_pools()}
+        self.peak = 0
+        self.samples = 0
+        self.errors = 0
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def sample(self) -> int | None:
+        try:
+            pools = self.list_pools()
+        except Exception:  # the fake ARM stopping, a slow answer: the next sample counts
+            self.errors += 1
+            return None
+        count = sum(1 for p in pools if p["name"] not in self.baseline)
+        with self._lock:
+            self.peak = max(self.peak, count)
+            self.samples += 1
+        return count
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self.stopping.set()
