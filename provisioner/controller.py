@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from provisioner.logs import fields as log_fields
 from provisioner.metrics import Metrics
 from provisioner.nodepools.model import KAITO_NODE_CLASSES, NODEPOOLS, NodePool
 from provisioner.ownership import Ownership, owner_uids
+from provisioner.reconcile import shared
 from provisioner.reconcile.apply import Applier
 from provisioner.reconcile.claim import ClaimReconciler
 from provisioner.reconcile.context import Context, utcnow
@@ -150,6 +152,8 @@ class Controller:
         )
         self._loops: list[asyncio.Task[None]] = []
         self._traced: set[Key] = set()
+        #: Free Nodes of shared instances beyond their waiting claims, and since when.
+        self._spare_since: dict[str, float] = {}
 
     def _shares(self, instance: str) -> bool:
         return isinstance(self.cloud, SupportsSharedInstances) and self.cloud.shares_instance(instance)
@@ -169,6 +173,41 @@ class Controller:
             self._loops.append(
                 asyncio.create_task(self._every(interval, self.recheck_capacity), name="quota")
             )
+
+        if isinstance(self.cloud, SupportsSharedInstances):
+            self._loops.append(
+                asyncio.create_task(
+                    self._every(self.settings.gc_interval, self.collect_spare_nodes), name="spare-nodes"
+                )
+            )
+
+    async def collect_spare_nodes(self) -> None:
+        """Remove the machines of shared instances' free Nodes that no waiting claim will take."""
+        cloud = self.cloud
+        assert isinstance(cloud, SupportsSharedInstances)
+        now = time.monotonic()
+        instances = {self.store.instance_of(c) for c in self.managed_claims()}
+        for instance in sorted(i for i in instances if cloud.shares_instance(i)):
+            spare = shared.surplus_nodes(
+                self.ctx, instance, self._spare_since, now, self.settings.gc_orphan_grace
+            )
+            leaving = cloud.leaving(instance)
+            spare = [n for n in spare if n not in leaving]
+            if spare:
+                logger.info(
+                    "removing %d spare nodes of shared instance %s: %s",
+                    len(spare),
+                    instance,
+                    ", ".join(spare),
+                )
+                await self.ctx.cloud_call(
+                    "remove_nodes", functools.partial(cloud.remove_nodes, instance, spare)
+                )
+        self._spare_since = {
+            n: t
+            for n, t in self._spare_since.items()
+            if (node := self.store.node(n)) is not None and shared.is_free(node)
+        }
 
     async def stop(self) -> None:
         for task in self._loops:

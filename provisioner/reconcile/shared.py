@@ -76,6 +76,23 @@ def node_of(ctx: Context, instance: str, claim: Claim, nodes: Iterable[Node]) ->
     return free[rank] if rank is not None and rank < len(free) else None
 
 
+def surplus_nodes(
+    ctx: Context, instance: str, free_since: dict[str, float], now: float, grace: float
+) -> list[str]:
+    """Free Nodes of a shared instance beyond what its waiting claims will take, free for
+    ``grace`` seconds (a restart during a scale-up, or a claim deleted before its Node joined,
+    leaves some). The newest go: waiting claims take the oldest. ``free_since`` remembers when
+    each was first seen spare."""
+    free = sorted((n for n in ctx.store.nodes_of_instance(instance) if is_free(n)), key=_node_age)
+    waiting = sum(1 for c in _ours(ctx, instance) if not c.deleting and not ctx.store.nodes_owned_by(c.uid))
+    due = []
+    for node in free[waiting:]:
+        name = _name(node)
+        if now - free_since.setdefault(name, now) >= grace:
+            due.append(name)
+    return due
+
+
 def _ours(ctx: Context, instance: str) -> list[Claim]:
     return [c for c in ctx.store.claims_of_instance(instance) if ctx.ownership.claim_is_ours(c)]
 

@@ -4,15 +4,20 @@ are removed with one deleteMachines each batch, and a new provider asks for noth
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
 from fakes.arm import FakeArm, FakeArmConfig
+from provisioner.claims.model import Claim
 from provisioner.cloud import InstanceRequest, InstanceState, InsufficientCapacity
 from provisioner.cloud.azure import AzureCloud
 from provisioner.cloud.types import TAG_CLAIM_UID, TAG_SHARED
+from provisioner.gc import GarbageCollector
+from provisioner.lifecycle.result import Event
+from provisioner.metrics import Metrics
 from tests.integration.conftest import FAST, wait_for
 from tests.integration.test_azure_provider import H100, machine_request
 
@@ -176,3 +181,40 @@ async def test_only_shared_pools_are_shared(providers: Callable[..., AzureCloud]
     instance = await dedicated.create(request)
     assert instance.name == request.name and not instance.shared
     assert not dedicated.shares_instance(instance.name)
+
+
+class _NoClaims:
+    """Garbage collection's view of the claims: none exist."""
+
+    async def list_claims(self) -> list[Claim]:
+        return []
+
+    def instance_of(self, claim: Claim) -> str:
+        return claim.name
+
+    def is_ours(self, claim: Claim) -> bool:
+        return True
+
+    async def delete_claim(self, claim: Claim, why: Event) -> None:
+        raise AssertionError("no claim to delete")
+
+    def observe_states(self) -> None:
+        return None
+
+
+async def test_an_emptied_shared_pool_is_collected_after_the_grace_period(
+    shared: AzureCloud, arm: FakeArm
+) -> None:
+    name = (await shared.create(claims(1)[0])).name
+    await shared.want_nodes(name, 1)
+    await grown_to(shared, arm, name, 1)
+    pool = arm.pool(name)
+    assert pool is not None
+    await wait_for(lambda: shared.remove_nodes(name, pool.machine_names()), 10)
+
+    gc = GarbageCollector(_NoClaims(), shared, Metrics(), "azure", interval=1, grace=0.3)
+    first = await gc.collect()
+    assert first.delete_instances == (), "not before the grace period"
+    await asyncio.sleep(0.4)
+    assert (await gc.collect()).delete_instances == (name,)
+    await wait_for(lambda: arm.pool(name) is None, 10)

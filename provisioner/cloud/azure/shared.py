@@ -77,8 +77,9 @@ class _Pool:
     body: dict[str, Any]
     #: Claims this process assigned to the pool (choosing a pool with room).
     assigned: set[str] = field(default_factory=set)
-    #: The highest count asked since the last scale write.
+    #: The highest count asked since the last scale write, and the latest count asked.
     wanted: int = 0
+    demand: int = 0
     #: Machines asked to be removed, not sent yet / in the deleteMachines that runs / known gone.
     removing: set[str] = field(default_factory=set)
     deleting: set[str] = field(default_factory=set)
@@ -103,7 +104,7 @@ class _Pool:
 
     @property
     def load(self) -> int:
-        return max(len(self.assigned), self.count)
+        return max(len(self.assigned), self.count, self.demand)
 
 
 class SharedPools:
@@ -153,9 +154,14 @@ class SharedPools:
             if self._clock() - pool.failed_at < FAILURE_HOLD_SECONDS:
                 raise pool.failure
             pool.failure = None  # tried again now
-        if pool.snapshot is None or count > pool.count:
+        pool.demand = count
+        if pool.snapshot is None or count > pool.count - len(pool.removing):
             pool.wanted = max(pool.wanted, count)
             self._kick(pool)
+        if pool.snapshot is None and pool.body:  # not read yet: what it is being made as
+            return AgentPool(
+                {"name": name, "properties": {**pool.body["properties"], "provisioningState": "Creating"}}
+            )
         return pool.snapshot
 
     def remove(self, name: str, machines: Iterable[str]) -> bool:
@@ -165,7 +171,10 @@ class SharedPools:
         self._forget_gone(pool)
         if asked <= pool.gone.keys():
             return True
-        pool.removing |= asked - pool.gone.keys() - pool.deleting
+        new = asked - pool.gone.keys() - pool.deleting - pool.removing
+        pool.removing |= new
+        # An ask to grow made before counted these machines as staying.
+        pool.wanted = max(0, pool.wanted - len(new))
         self._kick(pool)
         return False
 
@@ -322,9 +331,6 @@ class SharedPools:
             raise
         pool.deleting |= pool.removing
         pool.removing.clear()
-        # Asks to grow were counted against the machines that now go: the claims still waiting
-        # ask again (with counts that no longer include them).
-        pool.wanted = 0
         pool.writing = True
         return True
 
