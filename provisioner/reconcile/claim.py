@@ -121,7 +121,8 @@ class ClaimReconciler:
         steps.append(registered)
         # Initialization happens once; a node that later goes NotReady is liveness' business.
         if not claim.status.is_true(ConditionType.INITIALIZED):
-            steps.append(initialization.check(claim, _after(node, registered)))
+            # Judged with what this reconcile's launch learned (the capacity, GPUs included).
+            steps.append(initialization.check(with_steps(claim, steps, now), _after(node, registered)))
         repair = liveness.not_ready_repair(node, now, ctx.settings, self._brake)
         if repair is not None:
             steps.append(repair)

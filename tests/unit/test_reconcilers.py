@@ -696,3 +696,22 @@ async def test_a_machine_and_a_nodeclaim_of_one_name_do_not_fight_over_one_insta
     machine_uid = (world.claim("machine", "wstwin00001") or {})["metadata"]["uid"]
     assert world.cloud.instances["wstwin00001"].tags[TAG_CLAIM_UID] == machine_uid
     assert world.conditions("nodeclaim", "wstwin00001")["Launched"]["reason"] == "InstanceNameInUse"
+
+
+async def test_a_claim_launched_by_its_joining_node_waits_for_the_gpus_the_instance_type_has(
+    world: World,
+) -> None:
+    """Launch, registration and initialization in one reconcile (the node joined while the cloud
+    still said "creating", as a shared pool's node always does): the GPUs the launch just learned
+    of must be on the node before the claim is Initialized."""
+    world.cloud.initial_state = InstanceState.CREATING
+    world.add_claim("nodeclaim", "wsgpu00001", instance_type=A100)
+    await world.settle()
+    node = world.join_node("wsgpu00001")
+    for field in ("capacity", "allocatable"):
+        del node["status"][field]["nvidia.com/gpu"]
+    world.kube.put(NODES, node)
+    await world.settle()
+    conditions = world.conditions("nodeclaim", "wsgpu00001")
+    assert conditions["Launched"]["status"] == "True" and conditions["Registered"]["status"] == "True"
+    assert conditions["Initialized"]["reason"] == "ResourceNotRegistered", conditions["Initialized"]
