@@ -2,6 +2,7 @@
 
 from provisioner.cloud.errors import (
     CloudError,
+    Deferred,
     InstanceConflict,
     InsufficientCapacity,
     InvalidSpec,
@@ -53,6 +54,7 @@ __all__ = [
     "CapacityType",
     "CloudError",
     "CloudProvider",
+    "Deferred",
     "Degradation",
     "Instance",
     "InstanceConflict",

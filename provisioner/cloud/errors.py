@@ -87,3 +87,8 @@ class Transient(CloudError):
 
 class NotFound(CloudError):
     """The instance does not exist."""
+
+
+class Deferred(Throttled):
+    """The provider held the request back itself (its own rate limit has a backlog): nothing
+    reached the cloud and nothing is wrong; try again after ``retry_after`` without telling anyone."""

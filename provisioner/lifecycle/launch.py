@@ -25,6 +25,7 @@ from provisioner.claims.model import (
 from provisioner.cloud.errors import (
     ALL_INSTANCE_TYPES_UNAVAILABLE,
     CloudError,
+    Deferred,
     InsufficientCapacity,
     InvalidSpec,
     NotFound,
@@ -122,6 +123,11 @@ def insufficient_capacity(
         requeue_after=backoff(attempt, settings.capacity_retry_base, settings.capacity_retry_max),
         done=False,
     )
+
+
+def deferred(err: Deferred) -> StepResult:
+    """The provider held the create back (its own rate limit): look again when it says, quietly."""
+    return StepResult(requeue_after=min(MAX_RETRY_AFTER, err.retry_after or 1.0), done=False)
 
 
 def cloud_error(claim: Claim, err: CloudError, attempt: int, settings: Settings) -> StepResult:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from provisioner.claims.dialects import dialect_of
 from provisioner.claims.model import INSTANCE_NAME_ANNOTATION, Claim
-from provisioner.cloud.errors import CloudError, InstanceConflict
+from provisioner.cloud.errors import CloudError, Deferred, InstanceConflict
 from provisioner.cloud.provider import SupportsAdoption
 from provisioner.cloud.types import Instance, InstanceRequest, InstanceState
 from provisioner.lifecycle import launch, limits
@@ -38,6 +38,8 @@ class _Memory:
     creating_since: dict[str, datetime.datetime] = field(default_factory=dict)
     #: Claims assigned to a shared instance (by UID), until the claims' own records say so.
     shared: dict[str, str] = field(default_factory=dict)
+    #: What the cloud last said of a claim's instance while it was being created.
+    instances: dict[str, Instance] = field(default_factory=dict)
 
 
 class Launcher:
@@ -51,6 +53,7 @@ class Launcher:
         self.memory.in_flight.discard(uid)
         self.memory.creating_since.pop(uid, None)
         self.memory.shared.pop(uid, None)
+        self.memory.instances.pop(uid, None)
 
     def node_class_of(self, claim: Claim) -> NodeClass | None:
         """The claim's node class, if it names one of ours that exists."""
@@ -114,6 +117,8 @@ class Launcher:
             instance = await self._launch_instance(claim, prepared.request, instance_name, node)
         except InstanceConflict as e:
             return await self._conflict(claim, instance_name, e)
+        except Deferred as e:
+            return launch.deferred(e)
         except CloudError as e:
             memory.attempts[claim.uid] = attempt
             ctx.metrics.launch_failures.labels(claim.dialect, type(e).__name__, e.code or "").inc()
@@ -128,8 +133,15 @@ class Launcher:
         instance asked for the nodes its claims need. A claim on a shared instance is as far as its
         own Node: creating until one is free for it, running once it is."""
         cloud = shared_cloud(self.ctx, instance_name)
+        seen = self.memory.instances.get(claim.uid)
+        if cloud is None and node is not None and seen is not None and seen.name == instance_name:
+            # Its Node joined: the instance runs (AKS ends the create only after the node is up),
+            # and the create's answer already said what it is. No read needed.
+            return replace(seen, state=InstanceState.RUNNING)
         if cloud is None:
             created = await self._create(claim, request)
+            if created.state == InstanceState.CREATING:
+                self.memory.instances[claim.uid] = created
             cloud = shared_cloud(self.ctx, created.name)
             if cloud is None:
                 return created
@@ -176,6 +188,7 @@ class Launcher:
             memory.attempts[claim.uid] = attempt
             memory.in_flight.discard(claim.uid)
             memory.creating_since.pop(claim.uid, None)
+            memory.instances.pop(claim.uid, None)
             failure = instance.failure
             ctx.metrics.launch_failures.labels(
                 claim.dialect,
@@ -185,6 +198,7 @@ class Launcher:
         elif step.done:
             memory.attempts.pop(claim.uid, None)
             memory.creating_since.pop(claim.uid, None)
+            memory.instances.pop(claim.uid, None)
             ctx.metrics.claim_phase(claim, "launched")
         return step
 

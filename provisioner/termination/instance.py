@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-from provisioner.cloud.errors import CloudError, NotFound, Throttled
+from provisioner.cloud.errors import CloudError, Deferred, NotFound, Throttled
 from provisioner.cloud.types import Instance, InstanceState
 from provisioner.lifecycle import termination
 from provisioner.lifecycle.result import Event
@@ -31,6 +31,8 @@ async def delete_step(
             )
         except NotFound:
             return None
+        except Deferred as e:
+            return Outcome(requeue_after=e.retry_after)  # held back by our own rate limit: quietly
         except CloudError as e:
             await report((termination.delete_refused(instance.name, e),))
             return Outcome(failed=True, retry_after=e.retry_after if isinstance(e, Throttled) else None)

@@ -19,6 +19,7 @@ from fakes import kaito
 from fakes.arm import FakeArm, FakeArmConfig
 from provisioner.cloud import (
     CapacityType,
+    Deferred,
     InstanceConflict,
     InstanceRequest,
     InstanceState,
@@ -370,6 +371,25 @@ async def test_client_side_rate_limit(providers: Callable[..., AzureCloud], arm:
     calls = arm.requests("GET", POOLS, since=since)
     assert len(calls) == 6
     assert calls[-1].timestamp - calls[0].timestamp >= 0.2  # 20/s: 5 gaps of 50 ms
+
+
+async def test_creates_past_the_write_budget_are_held_back_without_a_request(
+    providers: Callable[..., AzureCloud], arm: FakeArm
+) -> None:
+    """Writes have a bucket of their own; a create that would wait longer than the longest wait
+    is not sent at all, and says when a token is due (reads are not held back by it)."""
+    cloud = providers(
+        AZURE_ARM_WRITE_RATE_LIMIT="0.5", AZURE_ARM_WRITE_RATE_BURST="2", AZURE_ARM_MAX_WAIT_SECONDS="0.2"
+    )
+    arm.set_quota(A100_FAMILY, 24 * 4)
+    requests = [machine_request() for _ in range(3)]
+    await cloud.create(requests[0])
+    await cloud.create(requests[1])
+    with pytest.raises(Deferred) as info:
+        await cloud.create(requests[2])
+    assert info.value.code == "ClientRateLimited" and 1.5 < (info.value.retry_after or 0) <= 2.0
+    assert len(arm.requests("PUT", POOLS)) == 2
+    await cloud.get(requests[0].name)  # reads go on
 
 
 # --- restart safety -------------------------------------------------------------------------

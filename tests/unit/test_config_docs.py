@@ -57,7 +57,7 @@ def test_every_azure_setting_is_documented() -> None:
     for env, _ in AzureSettings.documentation():
         assert env in rows, f"{env} is not in {DOC.name}"
     assert "**required**" in rows["ARM_SUBSCRIPTION_ID"]
-    assert "`10`" in rows["AZURE_ARM_RATE_LIMIT"]
+    assert "`25`" in rows["AZURE_ARM_RATE_LIMIT"] and "`10`" in rows["AZURE_ARM_WRITE_RATE_LIMIT"]
 
 
 def test_defaults_are_rendered_as_the_cli_parses_them() -> None:

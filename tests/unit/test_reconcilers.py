@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provisioner.claims.model import TERMINATION_FINALIZER
-from provisioner.cloud.errors import CloudError, InsufficientCapacity, Transient
+from provisioner.cloud.errors import CloudError, Deferred, InsufficientCapacity, Transient
 from provisioner.cloud.types import TAG_CLAIM_UID, TAG_MANAGED_BY, InstanceState
 from provisioner.kube import NODES, PODS, Resource
 from tests.unit.world import RESOURCES, World
@@ -715,3 +715,18 @@ async def test_a_claim_launched_by_its_joining_node_waits_for_the_gpus_the_insta
     conditions = world.conditions("nodeclaim", "wsgpu00001")
     assert conditions["Launched"]["status"] == "True" and conditions["Registered"]["status"] == "True"
     assert conditions["Initialized"]["reason"] == "ResourceNotRegistered", conditions["Initialized"]
+
+
+async def test_a_create_the_provider_held_back_is_tried_when_due_and_tells_no_one(world: World) -> None:
+    world.cloud.errors["create"] = [Deferred("rate limit backlog", "ClientRateLimited", retry_after=3.0)]
+    world.add_claim("nodeclaim", "wsheld00001", instance_type=A100)
+    await world.settle()
+    assert world.cloud.count("create") == 1
+    assert world.due_in("nodeclaim", "wsheld00001") == pytest.approx(3.0, abs=0.05)
+    assert not [e for e in world.events("wsheld00001") if e["type"] == "Warning"]
+    assert world.conditions("nodeclaim", "wsheld00001")["Launched"]["reason"] == "AwaitingReconciliation"
+    world.advance(3.0)
+    world.fire_timers()
+    await world.settle()
+    assert world.cloud.count("create") == 2
+    assert world.conditions("nodeclaim", "wsheld00001")["Launched"]["reason"] == "Launching"

@@ -25,7 +25,7 @@ from azure.mgmt.containerservice.models import AgentPool, AgentPoolDeleteMachine
 
 from provisioner.cloud.azure.answers import AnswerShapePolicy, malformed
 from provisioner.cloud.azure.errors import from_exception
-from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
+from provisioner.cloud.azure.ratelimit import RateLimitPolicy
 from provisioner.cloud.azure.retry import CappedRetryPolicy, ReadRetry
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.errors import NotFound
@@ -54,21 +54,21 @@ class Arm:
         self,
         settings: AzureSettings,
         credential: AsyncTokenCredential,
-        bucket: TokenBucket,
+        limits: RateLimitPolicy,
         *,
         write_gate: Callable[[str], None] | None = None,
         user_agent: str = "",
     ) -> None:
         self.settings = s = settings
         self._write_gate = write_gate
-        kwargs = self._client_kwargs(bucket)
-        if user_agent:
-            kwargs["user_agent"] = user_agent
-        self._aks = ContainerServiceClient(credential, s.subscription_id, **kwargs)
-        self._compute = ComputeManagementClient(credential, s.subscription_id, **kwargs)
+        self.limits = limits
+        self._user_agent = user_agent
+        # Each client gets policies of its own (a pipeline chains them); the buckets are shared.
+        self._aks = ContainerServiceClient(credential, s.subscription_id, **self._client_kwargs())
+        self._compute = ComputeManagementClient(credential, s.subscription_id, **self._client_kwargs())
         self._read = ReadRetry(s.read_attempts, s.retry_backoff_seconds, s.retry_after_max_seconds)
 
-    def _client_kwargs(self, bucket: TokenBucket) -> dict[str, Any]:
+    def _client_kwargs(self) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "base_url": s.arm_endpoint,
@@ -79,7 +79,7 @@ class Arm:
                 retry_backoff_factor=min(s.retry_backoff_seconds, 0.8),
                 retry_backoff_max=int(max(s.retry_after_max_seconds, 1)),
             ),
-            "per_retry_policies": [RateLimitPolicy(bucket), AnswerShapePolicy()],
+            "per_retry_policies": [self.limits.copy(), AnswerShapePolicy()],
             "connection_timeout": s.http_timeout_seconds,
             "read_timeout": s.http_timeout_seconds,
             "logging_enable": False,
@@ -87,6 +87,8 @@ class Arm:
         }
         if s.ca_bundle:
             kwargs["connection_verify"] = s.ca_bundle
+        if self._user_agent:
+            kwargs["user_agent"] = self._user_agent
         return kwargs
 
     def _before_send(self, request: PipelineRequest[Any]) -> None:

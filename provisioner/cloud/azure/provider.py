@@ -40,7 +40,7 @@ from provisioner.cloud.azure.permissions import (
     is_denied,
 )
 from provisioner.cloud.azure.quota import QuotaChecker, UsageLimit, index_usages
-from provisioner.cloud.azure.ratelimit import TokenBucket
+from provisioner.cloud.azure.ratelimit import RateLimitPolicy, TokenBucket
 from provisioner.cloud.azure.settings import AzureSettings
 from provisioner.cloud.azure.shared import SharedPools, is_shared_pool
 from provisioner.cloud.azure.sizes import KNOWN_SIZES, known_size
@@ -98,7 +98,15 @@ class AzureCloud:
         self._arm = Arm(
             s,
             self._credential,
-            TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock),
+            RateLimitPolicy(
+                TokenBucket(s.arm_rate_limit, s.arm_rate_burst, clock, max_wait=s.arm_max_wait_seconds),
+                TokenBucket(
+                    s.arm_write_rate_limit, s.arm_write_rate_burst, clock, max_wait=s.arm_max_wait_seconds
+                ),
+                TokenBucket(
+                    s.arm_delete_rate_limit, s.arm_delete_rate_burst, clock, max_wait=s.arm_max_wait_seconds
+                ),
+            ),
             write_gate=context.write_gate,
             user_agent=f"gpu-provisioner/{__version__} ({context.identity})" if context.identity else "",
         )

@@ -1,4 +1,12 @@
-"""A client-side token bucket bounding ARM requests per second, as an azure-core policy."""
+"""Client-side token buckets bounding ARM requests per second, as an azure-core policy.
+
+ARM meters reads, writes and deletes in separate buckets per subscription; so does this policy
+(``AZURE_ARM_RATE_*``, ``AZURE_ARM_WRITE_RATE_*``, ``AZURE_ARM_DELETE_RATE_*``). A request waits for
+its token only briefly (``max_wait``): when the bucket is further behind than that, the request is
+not sent and ``Deferred`` (code ``ClientRateLimited``, with the wait as Retry-After) comes back at
+once, so that a reconcile never holds a worker while a backlog of other requests drains; its claim
+is looked at again when a token is due.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +18,32 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 
 from provisioner.cloud.azure.cache import Clock
+from provisioner.cloud.errors import Deferred
+
+#: The code of a request this process held back itself (ARM never saw it).
+CLIENT_RATE_LIMITED = "ClientRateLimited"
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up. ``acquire`` waits for a token.
+    """``rate`` tokens per second, at most ``burst`` saved up.
 
-    Waiters are served in arrival order (one lock), so a burst of claims cannot starve each other.
+    ``acquire`` reserves the next token and sleeps until it is due; waiters are served in arrival
+    order (a reservation is taken before the sleep), so a burst of claims cannot starve each other.
     """
 
-    def __init__(self, rate: float, burst: int, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, clock: Clock = time.monotonic, *, max_wait: float = float("inf")
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
+        self.max_wait = max_wait
         self._clock = clock
         self._tokens = float(burst)
         self._updated = clock()
-        self._lock = asyncio.Lock()
         self.waited_seconds = 0.0
+        self.refused = 0
 
     def _refill(self) -> None:
         now = self._clock()
@@ -35,23 +51,45 @@ class TokenBucket:
         self._updated = now
 
     async def acquire(self) -> None:
-        async with self._lock:
-            self._refill()
-            if self._tokens < 1:
-                wait = (1 - self._tokens) / self.rate
-                self.waited_seconds += wait
-                await asyncio.sleep(wait)
-                self._refill()
-            self._tokens -= 1
+        """Take a token, waiting up to ``max_wait`` for it; raises ``Deferred`` (nothing taken)
+        when it is due later than that."""
+        self._refill()
+        wait = max(0.0, (1 - self._tokens) / self.rate)
+        if wait > self.max_wait:
+            self.refused += 1
+            raise Deferred(
+                f"the client-side ARM rate limit ({self.rate:g}/s) has a backlog of {wait:.1f}s",
+                CLIENT_RATE_LIMITED,
+                retry_after=wait,
+            )
+        self._tokens -= 1  # reserved: later callers queue behind it
+        if wait > 0:
+            self.waited_seconds += wait
+            await asyncio.sleep(wait)
 
 
 class RateLimitPolicy(AsyncHTTPPolicy[Any, Any]):
-    """Takes a token before every HTTP attempt (placed after the retry policy: retries pay too)."""
+    """Takes a token of the request's kind before every HTTP attempt (placed after the retry
+    policy: retries pay too). ``writes`` is for PUT, POST and PATCH, ``deletes`` for DELETE."""
 
-    def __init__(self, bucket: TokenBucket) -> None:
+    def __init__(
+        self, reads: TokenBucket, writes: TokenBucket | None = None, deletes: TokenBucket | None = None
+    ) -> None:
         super().__init__()
-        self._bucket = bucket
+        self._reads = reads
+        self._writes = writes or reads
+        self._deletes = deletes or self._writes
+
+    def copy(self) -> RateLimitPolicy:
+        """A policy over the same buckets (for another client's pipeline)."""
+        return RateLimitPolicy(self._reads, self._writes, self._deletes)
+
+    def bucket(self, method: str) -> TokenBucket:
+        method = method.upper()
+        if method in ("GET", "HEAD"):
+            return self._reads
+        return self._deletes if method == "DELETE" else self._writes
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        await self._bucket.acquire()
+        await self.bucket(request.http_request.method).acquire()
         return await self.next.send(request)

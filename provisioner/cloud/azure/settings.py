@@ -106,12 +106,37 @@ class AzureSettings:
         metadata=_meta("AZURE_EXTRA_TAGS", "Tags added to every pool: JSON object or k=v,k=v."),
     )
     arm_rate_limit: float = field(
-        default=10.0,
-        metadata=_meta("AZURE_ARM_RATE_LIMIT", "ARM requests per second this controller may send."),
+        default=25.0,
+        metadata=_meta(
+            "AZURE_ARM_RATE_LIMIT", "ARM reads (GET) per second this controller may send (ARM: 25)."
+        ),
     )
     arm_rate_burst: int = field(
-        default=20,
-        metadata=_meta("AZURE_ARM_RATE_BURST", "Requests that may be sent at once before limiting."),
+        default=250,
+        metadata=_meta("AZURE_ARM_RATE_BURST", "Reads that may be sent at once before limiting (ARM: 250)."),
+    )
+    arm_write_rate_limit: float = field(
+        default=10.0,
+        metadata=_meta("AZURE_ARM_WRITE_RATE_LIMIT", "ARM writes (PUT, POST) per second (ARM: 10)."),
+    )
+    arm_write_rate_burst: int = field(
+        default=200,
+        metadata=_meta("AZURE_ARM_WRITE_RATE_BURST", "Writes that may be sent at once (ARM: 200)."),
+    )
+    arm_delete_rate_limit: float = field(
+        default=10.0,
+        metadata=_meta("AZURE_ARM_DELETE_RATE_LIMIT", "ARM deletes per second (ARM: 10)."),
+    )
+    arm_delete_rate_burst: int = field(
+        default=200,
+        metadata=_meta("AZURE_ARM_DELETE_RATE_BURST", "Deletes that may be sent at once (ARM: 200)."),
+    )
+    arm_max_wait_seconds: float = field(
+        default=1.0,
+        metadata=_meta(
+            "AZURE_ARM_MAX_WAIT_SECONDS",
+            "Longest wait for a rate-limit token; beyond it the claim is retried when one is due.",
+        ),
     )
     sdk_retry_total: int = field(
         default=1, metadata=_meta("AZURE_SDK_RETRY_TOTAL", "azure-core retries per HTTP request (kept low).")
@@ -257,8 +282,13 @@ class AzureSettings:
             os_disk_type=os_disk_type,
             gpu_driver_install=r.boolean("AZURE_GPU_DRIVER_INSTALL", True),
             extra_tags=r.tags("AZURE_EXTRA_TAGS"),
-            arm_rate_limit=r.number("AZURE_ARM_RATE_LIMIT", float, 10.0, minimum=0.01),
-            arm_rate_burst=r.number("AZURE_ARM_RATE_BURST", int, 20, minimum=1),
+            arm_rate_limit=r.number("AZURE_ARM_RATE_LIMIT", float, 25.0, minimum=0.01),
+            arm_rate_burst=r.number("AZURE_ARM_RATE_BURST", int, 250, minimum=1),
+            arm_write_rate_limit=r.number("AZURE_ARM_WRITE_RATE_LIMIT", float, 10.0, minimum=0.01),
+            arm_write_rate_burst=r.number("AZURE_ARM_WRITE_RATE_BURST", int, 200, minimum=1),
+            arm_delete_rate_limit=r.number("AZURE_ARM_DELETE_RATE_LIMIT", float, 10.0, minimum=0.01),
+            arm_delete_rate_burst=r.number("AZURE_ARM_DELETE_RATE_BURST", int, 200, minimum=1),
+            arm_max_wait_seconds=r.number("AZURE_ARM_MAX_WAIT_SECONDS", float, 1.0, minimum=0),
             sdk_retry_total=r.number("AZURE_SDK_RETRY_TOTAL", int, 1, minimum=0, maximum=5),
             read_attempts=r.number("AZURE_READ_ATTEMPTS", int, 4, minimum=1, maximum=20),
             retry_backoff_seconds=r.number("AZURE_RETRY_BACKOFF_SECONDS", float, 0.5, minimum=0),
