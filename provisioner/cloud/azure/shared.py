@@ -315,22 +315,24 @@ class SharedPools:
         return True
 
     async def _delete_machines(self, pool: _Pool) -> bool:
-        names = sorted(pool.removing)
+        # Only what is sent moves on: removals asked during the call wait for the next one.
+        sent = set(pool.removing)
+        names = sorted(sent)
         log.info(
             "removing %d machines from shared agent pool %s: %s", len(names), pool.name, ", ".join(names)
         )
         try:
             await self._arm.delete_machines(pool.name, names)
         except NotFound:
-            self._gone(pool, pool.removing)
-            pool.removing.clear()
+            self._gone(pool, sent)
+            pool.removing -= sent
             return False
         except CloudError as e:
             if e.code in ("PreconditionFailed", "OperationNotAllowed"):
                 return False
             raise
-        pool.deleting |= pool.removing
-        pool.removing.clear()
+        pool.deleting |= sent
+        pool.removing -= sent
         pool.writing = True
         return True
 
