@@ -305,11 +305,12 @@ class Controller:
                 keys.append(key_of(claim))
         instance = self.store.instance_of_node(node)
         if instance:
-            claims = self.store.claims_of_instance(instance)
             if self._shares(instance):
-                # Only a free Node concerns the claims still waiting for one; a taken one, its owner.
-                waiting = not owner_uids(node)
-                claims = [c for c in claims if waiting and not c.status.is_true(ConditionType.LAUNCHED)]
+                # A free Node concerns the one waiting claim that is to take it; a taken one, its owner.
+                taker = shared.taker(self.ctx, instance, node) if shared.is_free(node) else None
+                claims = [taker] if taker is not None else []
+            else:
+                claims = self.store.claims_of_instance(instance)
             keys += [key_of(c) for c in claims]
         if self.node_termination.applies_to(node):
             keys.append(NodeKey(str(node["metadata"]["name"])))

@@ -58,6 +58,24 @@ def demand(
     return count
 
 
+def _free_and_waiting(ctx: Context, instance: str) -> tuple[list[Node], list[Claim]]:
+    """The instance's free Nodes, oldest first, and its waiting claims in the order they take them."""
+    free = sorted((n for n in ctx.store.nodes_of_instance(instance) if is_free(n)), key=_node_age)
+    waiting = sorted(
+        (c for c in _ours(ctx, instance) if not c.deleting and not ctx.store.nodes_owned_by(c.uid)),
+        key=lambda c: (c.creation_timestamp or _EPOCH, c.uid),
+    )
+    return free, waiting
+
+
+def taker(ctx: Context, instance: str, node: Node) -> Claim | None:
+    """The waiting claim that is to take this free Node (the one to wake when it changes)."""
+    free, waiting = _free_and_waiting(ctx, instance)
+    name = _name(node)
+    rank = next((i for i, n in enumerate(free) if _name(n) == name), None)
+    return waiting[rank] if rank is not None and rank < len(waiting) else None
+
+
 def node_of(ctx: Context, instance: str, claim: Claim, nodes: Iterable[Node]) -> Node | None:
     """The claim's Node on a shared instance: the one bound to it, else the free Node it is to
     take (None while there is none for it)."""
@@ -67,11 +85,7 @@ def node_of(ctx: Context, instance: str, claim: Claim, nodes: Iterable[Node]) ->
         return sorted(bound, key=registration.deleting)[0]
     if claim.deleting:
         return None
-    free = sorted((n for n in nodes if is_free(n)), key=_node_age)
-    waiting = sorted(
-        (c for c in _ours(ctx, instance) if not c.deleting and not ctx.store.nodes_owned_by(c.uid)),
-        key=lambda c: (c.creation_timestamp or _EPOCH, c.uid),
-    )
+    free, waiting = _free_and_waiting(ctx, instance)
     rank = next((i for i, c in enumerate(waiting) if c.uid == claim.uid), None)
     return free[rank] if rank is not None and rank < len(free) else None
 
@@ -83,10 +97,9 @@ def surplus_nodes(
     ``grace`` seconds (a restart during a scale-up, or a claim deleted before its Node joined,
     leaves some). The newest go: waiting claims take the oldest. ``free_since`` remembers when
     each was first seen spare."""
-    free = sorted((n for n in ctx.store.nodes_of_instance(instance) if is_free(n)), key=_node_age)
-    waiting = sum(1 for c in _ours(ctx, instance) if not c.deleting and not ctx.store.nodes_owned_by(c.uid))
+    free, waiting = _free_and_waiting(ctx, instance)
     due = []
-    for node in free[waiting:]:
+    for node in free[len(waiting) :]:
         name = _name(node)
         if now - free_since.setdefault(name, now) >= grace:
             due.append(name)
