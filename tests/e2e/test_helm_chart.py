@@ -319,6 +319,7 @@ def test_helm_lint_passes(helm: Helm, values: str) -> None:
         ),
         (["--set", "serviceMonitor.enable=true"], "/serviceMonitor", "enable"),
         (["--set", "nodePools.installCRD=maybe"], "/nodePools/installCRD", "must be one of"),
+        (["--set", "settings.azure.poolStrategy=pooled"], "/settings/azure/poolStrategy", "must be one of"),
     ],
     ids=[
         "replicas-string",
@@ -329,6 +330,7 @@ def test_helm_lint_passes(helm: Helm, values: str) -> None:
         "subscription",
         "typo",
         "nodepool-crd-mode",
+        "pool-strategy",
     ],
 )
 def test_values_schema_rejects_wrong_values(helm: Helm, set_args: list[str], path: str, problem: str) -> None:
@@ -375,6 +377,7 @@ def test_default_render_is_hardened_ha_and_leader_elected(helm: Helm) -> None:
     assert env["LEADER_ELECTION_NAMESPACE"] == NAMESPACE
     assert env["LEADER_ELECTION_NAME"] == "gpu-provisioner-leader"
     assert env["LOG_LEVEL"] == "info" and env["LOG_FORMAT"] == "json"
+    assert env["AZURE_POOL_STRATEGY"] == "dedicated"  # one pool per claim unless asked otherwise
 
     # The Lease Role names exactly the Lease the controller is told to use, in its namespace.
     role = one(docs, "Role", f"{RELEASE}-leader-election")
@@ -494,6 +497,8 @@ def test_optional_parts_and_our_settings_keys(helm: Helm) -> None:
     assert "MAX_NODES" not in env_of(off) and "MAX_GPUS" not in env_of(off)  # 0 = no limit: left out
     limited = env_of(helm.template("", "--set", "settings.maxNodes=4", "--set", "settings.maxGpus=16"))
     assert (limited["MAX_NODES"], limited["MAX_GPUS"]) == ("4", "16")
+    shared = env_of(helm.template("", "--set", "settings.azure.poolStrategy=shared"))
+    assert shared["AZURE_POOL_STRATEGY"] == "shared"
     assert (
         "azure.workload.identity/use" not in one(off, "Deployment")["spec"]["template"]["metadata"]["labels"]
     )

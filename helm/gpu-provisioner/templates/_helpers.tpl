@@ -157,7 +157,7 @@ controller.env replaces the chart's variable of that name instead of duplicating
 {{- $env = append $env (dict "name" "MAX_GPUS" "value" (toString .)) }}
 {{- end }}
 {{- $azure := .Values.settings.azure | default dict }}
-{{- range $key, $var := dict "clusterName" "AZURE_CLUSTER_NAME" "subscriptionId" "ARM_SUBSCRIPTION_ID" "resourceGroup" "ARM_RESOURCE_GROUP" "location" "LOCATION" "nodeResourceGroup" "AZURE_NODE_RESOURCE_GROUP" "armEndpoint" "ARM_ENDPOINT" "vnetSubnetId" "AZURE_VNET_SUBNET_ID" }}
+{{- range $key, $var := dict "clusterName" "AZURE_CLUSTER_NAME" "subscriptionId" "ARM_SUBSCRIPTION_ID" "resourceGroup" "ARM_RESOURCE_GROUP" "location" "LOCATION" "nodeResourceGroup" "AZURE_NODE_RESOURCE_GROUP" "armEndpoint" "ARM_ENDPOINT" "vnetSubnetId" "AZURE_VNET_SUBNET_ID" "poolStrategy" "AZURE_POOL_STRATEGY" }}
 {{- with (get $azure $key) }}
 {{- $env = append $env (dict "name" $var "value" (toString .)) }}
 {{- end }}
