@@ -155,9 +155,6 @@ class Controller:
         #: Free Nodes of shared instances beyond their waiting claims, and since when.
         self._spare_since: dict[str, float] = {}
 
-    def _shares(self, instance: str) -> bool:
-        return isinstance(self.cloud, SupportsSharedInstances) and self.cloud.shares_instance(instance)
-
     def _instance_of_claim(self, claim: Claim) -> str:
         return claim.annotations.get(INSTANCE_NAME_ANNOTATION) or self.cloud.instance_name(claim.name)
 
@@ -305,7 +302,7 @@ class Controller:
                 keys.append(key_of(claim))
         instance = self.store.instance_of_node(node)
         if instance:
-            if self._shares(instance):
+            if shared.shared_cloud(self.ctx, instance) is not None:
                 # A free Node concerns the one waiting claim that is to take it; a taken one, its owner.
                 taker = shared.taker(self.ctx, instance, node) if shared.is_free(node) else None
                 claims = [taker] if taker is not None else []

@@ -24,7 +24,6 @@ from provisioner.reconcile.apply import Applier, merge, with_steps
 from provisioner.reconcile.context import Context
 from provisioner.reconcile.launcher import Launcher
 from provisioner.reconcile.nodepool import nodepool_of
-from provisioner.reconcile.shared import shared_cloud
 from provisioner.termination.claim import ClaimTermination
 from provisioner.termination.instance import read as read_instance
 from provisioner.workqueue import Outcome
@@ -73,7 +72,7 @@ class ClaimReconciler:
     async def _check_predecessor_instance(self, claim: Claim) -> None:
         ctx = self.ctx
         name = ctx.store.instance_of(claim)
-        if shared_cloud(ctx, name) is not None:
+        if shared.shared_cloud(ctx, name) is not None:
             return  # a shared instance is no one claim's: its Node's ownerReference says whose it is
         instance = await read_instance(ctx, name)
         if instance is None:
@@ -89,7 +88,7 @@ class ClaimReconciler:
         now = ctx.clock()
         instance_name = ctx.store.instance_of(claim)
         instance_nodes = ctx.store.nodes_of_instance(instance_name)
-        if shared_cloud(ctx, instance_name) is not None:
+        if shared.shared_cloud(ctx, instance_name) is not None:
             node = shared.node_of(ctx, instance_name, claim, instance_nodes)
         else:
             node = registration.find_node(instance_nodes, claim)
