@@ -47,3 +47,43 @@ def test_reads_writes_and_deletes_have_buckets_of_their_own() -> None:
     assert policy.bucket("DELETE") is deletes
     copy = policy.copy()
     assert copy is not policy and copy.bucket("DELETE") is deletes
+
+
+async def test_at_most_a_few_writes_are_under_way_at_once_and_reads_are_not_held_by_them() -> None:
+    """Writes wait for a slot before the write gate (the gate runs later in the pipeline), so a
+    replica paused in a burst has only this many past its gate."""
+    from provisioner.cloud.azure.ratelimit import MAX_WRITES_IN_FLIGHT
+
+    release = asyncio.Event()
+    under_way = 0
+    peak = 0
+
+    class Downstream:
+        async def send(self, request: object) -> object:
+            nonlocal under_way, peak
+            under_way += 1
+            peak = max(peak, under_way)
+            await release.wait()
+            under_way -= 1
+            return request
+
+    class Request:
+        def __init__(self, method: str) -> None:
+            self.http_request = type("HttpRequest", (), {"method": method})()
+
+    policy = RateLimitPolicy(TokenBucket(100, 100), TokenBucket(100, 100), TokenBucket(100, 100))
+    other = policy.copy()
+    for p in (policy, other):
+        p.next = Downstream()  # type: ignore[assignment]
+    writes = [
+        asyncio.ensure_future(p.send(Request(m))) for p in (policy, other) for m in ("PUT", "DELETE", "POST")
+    ]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert peak == MAX_WRITES_IN_FLIGHT, "the two clients' policies share the slots"
+    read = asyncio.ensure_future(policy.send(Request("GET")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert under_way == MAX_WRITES_IN_FLIGHT + 1, "a read does not wait for a write slot"
+    release.set()
+    await asyncio.gather(read, *writes)

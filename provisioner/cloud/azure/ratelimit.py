@@ -68,28 +68,48 @@ class TokenBucket:
             await asyncio.sleep(wait)
 
 
+_READS = frozenset({"GET", "HEAD"})
+
+#: Writes (PUT, POST, PATCH, DELETE) on their way at once. The write gate runs after this policy,
+#: as late as azure-core allows, but a connection may still be opened after it: a replica paused
+#: while a burst is being sent could send at most this many writes after it resumes, when another
+#: replica may lead (the rest wait here, before the gate, and are refused by it).
+MAX_WRITES_IN_FLIGHT = 4
+
+
 class RateLimitPolicy(AsyncHTTPPolicy[Any, Any]):
     """Takes a token of the request's kind before every HTTP attempt (placed after the retry
-    policy: retries pay too). ``writes`` is for PUT, POST and PATCH, ``deletes`` for DELETE."""
+    policy: retries pay too). ``writes`` is for PUT, POST and PATCH, ``deletes`` for DELETE; at most
+    ``MAX_WRITES_IN_FLIGHT`` writes are under way at once."""
 
     def __init__(
-        self, reads: TokenBucket, writes: TokenBucket | None = None, deletes: TokenBucket | None = None
+        self,
+        reads: TokenBucket,
+        writes: TokenBucket | None = None,
+        deletes: TokenBucket | None = None,
+        *,
+        in_flight: asyncio.Semaphore | None = None,
     ) -> None:
         super().__init__()
         self._reads = reads
         self._writes = writes or reads
         self._deletes = deletes or self._writes
+        self._in_flight = in_flight or asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
 
     def copy(self) -> RateLimitPolicy:
-        """A policy over the same buckets (for another client's pipeline)."""
-        return RateLimitPolicy(self._reads, self._writes, self._deletes)
+        """A policy over the same buckets and write slots (for another client's pipeline)."""
+        return RateLimitPolicy(self._reads, self._writes, self._deletes, in_flight=self._in_flight)
 
     def bucket(self, method: str) -> TokenBucket:
         method = method.upper()
-        if method in ("GET", "HEAD"):
+        if method in _READS:
             return self._reads
         return self._deletes if method == "DELETE" else self._writes
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        await self.bucket(request.http_request.method).acquire()
-        return await self.next.send(request)
+        method = request.http_request.method.upper()
+        await self.bucket(method).acquire()
+        if method in _READS:
+            return await self.next.send(request)
+        async with self._in_flight:
+            return await self.next.send(request)
