@@ -192,7 +192,7 @@ class Settings:
         "0.0.0.0", "BIND_ADDRESS", "Address the metrics and health servers listen on."
     )
     # -- runtime
-    workers: int = _setting(32, "WORKERS", "Claims reconciled concurrently.")
+    workers: int = _setting(8, "WORKERS", "Claims reconciled concurrently.")
     retry_max: float = _setting(
         300.0,
         "RECONCILE_RETRY_MAX_SECONDS",

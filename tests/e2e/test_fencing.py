@@ -78,6 +78,12 @@ def _arm_writes_by(arm: FakeArm, identity: str, since: float) -> list[dict[str, 
     ]
 
 
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped (state T in /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
 def _pools_created_before(ctl: Controller, wall: float) -> set[str]:
     """Pools the controller's log says it started creating before ``wall`` (epoch seconds)."""
     names = set()
@@ -177,8 +183,9 @@ def _pause_past_the_lease(cluster: Cluster, leader: Controller, identity: str) -
     was resumed (epoch seconds)."""
     assert leader.proc is not None
     paused_at = time.monotonic()
-    paused_wall = time.time()
     leader.proc.send_signal(signal.SIGSTOP)
+    wait_for("the leader stopped", lambda: _stopped(leader.proc.pid), 10, 0.01)
+    paused_wall = time.time()  # nothing it logs or sends can be later than this until SIGCONT
     try:
         wait_for(
             f"the standby to lead and the pause to last {LEASE + 5:.0f}s",
